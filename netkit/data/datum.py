@@ -1,0 +1,292 @@
+"""Datum records and the LMDB databases that hold them, as Caffe writes and reads them.
+
+A Datum is one image: `data` holds the raw pixels as bytes (uint8, channels-height-width,
+BGR for colour images), or `float_data` holds float pixels, or `data` holds a compressed
+image file when `encoded` is set (decoded with OpenCV, as Caffe does). Keys are byte
+strings read in sorted order.
+"""
+import contextlib
+import os
+import threading
+
+import lmdb
+import numpy as np
+
+from .. import netkit_pb2 as pb
+from ..log import logger
+
+
+def _cv2():
+    """OpenCV, imported only when an encoded Datum or image file needs it."""
+    try:
+        import cv2
+    except ImportError:
+        raise ImportError("decoding encoded Datum images needs OpenCV: "
+                          "pip install opencv-python-headless") from None
+    return cv2
+
+
+def decode_image(buf, color=None):
+    """Compressed image bytes -> uint8 array (C, H, W), BGR channel order.
+
+    color=None keeps the file's own channels (Caffe's DecodeDatumToCVMatNative),
+    True forces 3 colour channels (force_color), False forces 1 grey channel (force_gray).
+    """
+    cv2 = _cv2()
+    flag = cv2.IMREAD_UNCHANGED if color is None else (
+        cv2.IMREAD_COLOR if color else cv2.IMREAD_GRAYSCALE)
+    img = cv2.imdecode(np.frombuffer(buf, dtype=np.uint8), flag)
+    if img is None:
+        raise ValueError("could not decode an encoded Datum image (%d bytes)" % len(buf))
+    if img.dtype != np.uint8:
+        raise ValueError("encoded Datum image has %s pixels; only 8-bit images are supported"
+                         % img.dtype)
+    if img.ndim == 2:
+        return img[np.newaxis]
+    return img.transpose(2, 0, 1)
+
+
+def datum_shape(datum):
+    """(C, H, W) that a raw (not encoded) Datum declares."""
+    return (datum.channels, datum.height, datum.width)
+
+
+def datum_to_array(datum, color=None):
+    """Datum -> (C, H, W) array: uint8 for byte pixels or encoded images, float32 for float_data.
+
+    `color` only applies to encoded Datums (see `decode_image`).
+    """
+    if datum.encoded:
+        return decode_image(datum.data, color)
+    shape = datum_shape(datum)
+    if datum.data:
+        pixels = np.frombuffer(datum.data, dtype=np.uint8)
+    else:
+        pixels = np.array(datum.float_data, dtype=np.float32)
+    if pixels.size != shape[0] * shape[1] * shape[2]:
+        raise ValueError("Datum holds %d values but declares shape %s"
+                         % (pixels.size, "x".join(map(str, shape))))
+    return pixels.reshape(shape)
+
+
+def array_to_datum(array, label=0):
+    """(C, H, W) array -> Datum: uint8 arrays as `data` bytes, other dtypes as `float_data`."""
+    array = np.asarray(array)
+    if array.ndim != 3:
+        raise ValueError("a Datum holds a (channels, height, width) array, got shape %s"
+                         % (array.shape,))
+    datum = pb.Datum(channels=array.shape[0], height=array.shape[1], width=array.shape[2],
+                     label=int(label))
+    if array.dtype == np.uint8:
+        datum.data = np.ascontiguousarray(array).tobytes()
+    else:
+        datum.float_data.extend(array.astype(np.float32).ravel().tolist())
+    return datum
+
+
+def load_mean_file(path):
+    """A mean .binaryproto (BlobProto) -> float32 (C, H, W) array.
+
+    The shape comes from `shape.dim` or, in older files, num/channels/height/width; the
+    leading num axis must be 1.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError("mean file %s does not exist" % path)
+    proto = pb.BlobProto()
+    with open(path, "rb") as f:
+        proto.ParseFromString(f.read())
+    if proto.HasField("shape"):
+        dims = list(proto.shape.dim)
+    else:
+        dims = [proto.num, proto.channels, proto.height, proto.width]
+    values = proto.data if len(proto.data) else proto.double_data
+    mean = np.array(values, dtype=np.float32)
+    if len(dims) < 3 or int(np.prod(dims[:-3], dtype=np.int64)) != 1:
+        raise ValueError("mean file %s has blob shape %s; expected (1, C, H, W)"
+                         % (path, tuple(dims)))
+    chw = tuple(int(d) for d in dims[-3:])
+    if mean.size != chw[0] * chw[1] * chw[2]:
+        raise ValueError("mean file %s holds %d values but declares shape %s"
+                         % (path, mean.size, tuple(dims)))
+    return mean.reshape(chw)
+
+
+def create_lmdb(path, map_size=None):
+    """A writable lmdb Environment on the Caffe-style database directory `path`.
+
+    Readers use `reader_env` instead, because an LMDB may be open only once per process.
+    """
+    return lmdb.open(path, map_size=map_size or (1 << 30), subdir=True, readonly=False,
+                     meminit=False, map_async=True)
+
+
+# An LMDB may be opened only once per process, so readers (the train and test nets' Data
+# layers, say) share one read-only Environment per database, counted by its users.
+_readers = {}
+_readers_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def reader_env(path):
+    """The shared read-only Environment of the LMDB at `path`, for the `with` block."""
+    env = acquire_reader(path)
+    try:
+        yield env
+    finally:
+        release_reader(path)
+
+
+def acquire_reader(path):
+    """Open (or share) a read-only Environment on `path`; pair with `release_reader`.
+
+    No lock file is used, so databases on read-only media work.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError("LMDB %s does not exist" % path)
+    key = os.path.realpath(path)
+    with _readers_lock:
+        if key not in _readers:
+            env = lmdb.open(path, readonly=True, lock=False, readahead=False,
+                            subdir=os.path.isdir(path), max_readers=256)
+            _readers[key] = [env, 0]
+        _readers[key][1] += 1
+        return _readers[key][0]
+
+
+def release_reader(path):
+    key = os.path.realpath(path)
+    with _readers_lock:
+        entry = _readers[key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            entry[0].close()
+            del _readers[key]
+
+
+def write_lmdb(path, items, map_size=None):
+    """Write (key, value) byte pairs, keys in ascending order, into a new LMDB at `path`.
+
+    Returns the number of records written. `map_size` bounds the database size in bytes.
+    """
+    env = create_lmdb(path, map_size)
+    count = 0
+    try:
+        with env.begin(write=True) as txn:
+            cursor = txn.cursor()
+            for key, value in items:
+                if isinstance(key, str):
+                    key = key.encode("ascii")
+                cursor.put(key, value, append=True)
+                count += 1
+        env.sync(True)
+    finally:
+        env.close()
+    return count
+
+
+def lmdb_count(path):
+    """Number of records in the LMDB at `path`, or None if there is no readable database."""
+    try:
+        with reader_env(path) as env:
+            return env.stat()["entries"]
+    except (FileNotFoundError, lmdb.Error):
+        return None
+
+
+def first_record(path):
+    """(key, value) of the first record of the LMDB at `path`, or None if it is empty."""
+    with reader_env(path) as env, env.begin() as txn:
+        cursor = txn.cursor()
+        return (cursor.key(), cursor.value()) if cursor.first() else None
+
+
+class LMDBCursor:
+    """Reads an LMDB's records in key order, starting over at the first after the last.
+
+    It holds one long read transaction, which LMDB ties to one thread: create it in the
+    thread that reads (the prefetch thread).
+    """
+
+    def __init__(self, path):
+        self.path = path
+        env = acquire_reader(path)
+        self.size = env.stat()["entries"]
+        if self.size == 0:
+            release_reader(path)
+            raise ValueError("LMDB %s has no records" % path)
+        self._txn = env.begin(buffers=False)
+        self._cursor = self._txn.cursor()
+        self._cursor.first()
+
+    def skip(self, n):
+        """Move `n` records forward, wrapping around."""
+        for _ in range(n % self.size):
+            self._advance()
+
+    def take(self, n):
+        """The next `n` (key, value) records, wrapping around at the end."""
+        out = []
+        cursor = self._cursor
+        for _ in range(n):
+            out.append((cursor.key(), cursor.value()))
+            self._advance()
+        return out
+
+    def _advance(self):
+        if not self._cursor.next():
+            logger.info("Restarting data prefetching from start.")
+            self._cursor.first()
+
+    def close(self):
+        if self._txn is not None:
+            self._txn.abort()
+            self._txn = None
+            release_reader(self.path)
+
+
+class DatumBatchReader:
+    """Reads batches of Datum records from an LMDB: images (N, C, H, W) and labels (N,).
+
+    Raw byte Datums of one shape become one uint8 array through a single np.frombuffer;
+    float_data and encoded Datums are converted one record at a time. The LMDB is opened
+    on the first read, in the reading thread, after skipping `skip` records.
+    """
+
+    def __init__(self, path, batch_size, color=None, skip=0):
+        self.path = path
+        self.batch_size = batch_size
+        self.color = color
+        self.skip = skip
+        self._cursor = None
+
+    def read(self):
+        if self._cursor is None:
+            self._cursor = LMDBCursor(self.path)
+            self._cursor.skip(self.skip)
+        records = self._cursor.take(self.batch_size)
+        datums = [pb.Datum.FromString(value) for _, value in records]
+        labels = np.array([d.label for d in datums], dtype=np.float32)
+        kinds = {(d.encoded, d.channels, d.height, d.width) for d in datums}
+        if len(kinds) == 1:
+            encoded, c, h, w = kinds.pop()
+            pixels = [] if encoded else [d.data for d in datums]
+            if pixels and all(len(p) == c * h * w for p in pixels):
+                batch = np.frombuffer(b"".join(pixels), dtype=np.uint8)
+                return batch.reshape(len(datums), c, h, w), labels
+        images = []
+        for (key, _), datum in zip(records, datums):
+            try:
+                image = datum_to_array(datum, self.color)
+            except ValueError as e:
+                raise ValueError("record %s: %s" % (key.decode("ascii", "replace"), e)) from None
+            if images and image.shape != images[0].shape:
+                raise ValueError("record %s has shape %s but the batch's first record has %s"
+                                 % (key.decode("ascii", "replace"), image.shape,
+                                    images[0].shape))
+            images.append(image)
+        return np.stack(images), labels
+
+    def close(self):
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None

@@ -1,0 +1,130 @@
+"""DataTransformer: Caffe's crop, mirror, mean subtraction and scaling of input images.
+
+It works on host numpy batches (N, C, H, W), uint8 or float32, one call per batch. For each
+image, as in Caffe's DataTransformer::Transform(Datum):
+
+1. crop offsets: random in [0, H - crop_size] (and W) in the TRAIN phase, centred
+   ((H - crop_size) // 2) in TEST;
+2. mirror: a fair coin per image, in *both* phases, when `mirror` is set;
+3. value = (pixel - mean) * scale, where a mean_file is indexed at the cropped position of
+   the full-size mean image and mean_value is one per channel (or one for all).
+
+Mirroring flips the finished crop left to right, mean included.
+"""
+import numpy as np
+
+from ..log import logger
+from .datum import load_mean_file
+
+
+# TransformationParameter fields that only the SSD fork's transformer implements.
+_FORK_FIELDS = ("crop_h", "crop_w", "resize_param", "noise_param", "distort_param",
+                "expand_param", "emit_constraint")
+
+
+class TransformError(ValueError):
+    """The transformation parameters do not fit the data (one sentence naming the field)."""
+
+
+class DataTransformer:
+    """Applies a TransformationParameter to host batches.
+
+    `rng` is a numpy RandomState for crop offsets and mirror coins; give each data layer its
+    own so that a prefetch thread never shares a random stream with anything else.
+    """
+
+    def __init__(self, param, phase, rng=None):
+        from ..netkit_pb2 import TRAIN
+        for field in _FORK_FIELDS:
+            if param.HasField(field):
+                raise TransformError("transform_param.%s (from the SSD fork) is not supported "
+                                     "by the Data layers' DataTransformer" % field)
+        self.param = param
+        self.train = phase == TRAIN
+        self.rng = rng if rng is not None else np.random.RandomState()
+        self.crop = int(param.crop_size)
+        self.scale = np.float32(param.scale)
+        self.mirror = bool(param.mirror)
+        if param.force_color and param.force_gray:
+            raise TransformError("transform_param sets both force_color and force_gray")
+        self.color = True if param.force_color else (False if param.force_gray else None)
+        if param.HasField("mean_file") and len(param.mean_value):
+            raise TransformError("transform_param cannot set mean_file and mean_value "
+                                 "at the same time")
+        self.mean = None
+        if param.HasField("mean_file"):
+            logger.info("Loading mean file from: %s", param.mean_file)
+            try:
+                self.mean = load_mean_file(param.mean_file)
+            except (OSError, ValueError) as e:
+                raise TransformError("transform_param.mean_file: %s" % e) from None
+        self.mean_values = np.array(param.mean_value, dtype=np.float32)
+
+    def output_shape(self, chw):
+        """(C, H, W) of one transformed image of input shape `chw`, after checking it fits."""
+        c, h, w = chw
+        if c <= 0:
+            raise TransformError("input images have %d channels" % c)
+        if self.crop and (h < self.crop or w < self.crop):
+            raise TransformError("transform_param.crop_size %d is larger than the %dx%d input"
+                                 % (self.crop, h, w))
+        if self.mean is not None and self.mean.shape != (c, h, w):
+            raise TransformError("transform_param.mean_file %s has shape %s but the input "
+                                 "images are %s" % (self.param.mean_file,
+                                                    _dims(self.mean.shape), _dims(chw)))
+        if len(self.mean_values) not in (0, 1, c):
+            raise TransformError("transform_param.mean_value: give 1 value or one per "
+                                 "channel (%d), not %d" % (c, len(self.mean_values)))
+        return (c, self.crop, self.crop) if self.crop else (c, h, w)
+
+    def __call__(self, batch):
+        """Transform a host batch (N, C, H, W) into a new float32 batch (N, C, h, w)."""
+        n, c, h, w = batch.shape
+        oc, oh, ow = self.output_shape((c, h, w))
+        rows, cols = self._windows(n, h, w, oh, ow)
+        if rows is None:
+            pixels = batch
+            mean = self.mean
+        else:
+            # One gather for the whole batch: per-image row/column indices into the flat
+            # image, with mirrored images reading their columns right to left.
+            chan = np.arange(c).reshape(1, c, 1, 1) * (h * w)
+            pixel_index = (rows[:, None, :, None] * w + cols[:, None, None, :]) + chan
+            image_base = (np.arange(n) * (c * h * w)).reshape(n, 1, 1, 1)
+            pixels = batch.reshape(-1).take(image_base + pixel_index)
+            mean = None if self.mean is None else self.mean.reshape(-1).take(pixel_index)
+        out = pixels.astype(np.float32)
+        if mean is not None:
+            out -= mean
+        elif len(self.mean_values) == 1:
+            out -= self.mean_values[0]
+        elif len(self.mean_values):
+            out -= self.mean_values.reshape(1, c, 1, 1)
+        if self.scale != 1:
+            out *= self.scale
+        return out
+
+    def _windows(self, n, h, w, oh, ow):
+        """Per-image source row and column indices (n, oh), (n, ow); (None, None) for identity.
+
+        Random draws per image follow Caffe's order of need: mirror coins, then crop offsets.
+        """
+        flips = self.rng.randint(2, size=n).astype(bool) if self.mirror else None
+        if self.crop and self.train:
+            h_off = self.rng.randint(h - oh + 1, size=n)
+            w_off = self.rng.randint(w - ow + 1, size=n)
+        else:
+            h_off = np.full(n, (h - oh) // 2)
+            w_off = np.full(n, (w - ow) // 2)
+        if not self.crop and (flips is None or not flips.any()):
+            return None, None
+        rows = h_off[:, None] + np.arange(oh)
+        steps = np.arange(ow)
+        if flips is not None:
+            steps = np.where(flips[:, None], ow - 1 - steps, steps)
+        cols = w_off[:, None] + steps
+        return rows, cols
+
+
+def _dims(shape):
+    return "x".join(str(d) for d in shape)

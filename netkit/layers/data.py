@@ -1,0 +1,113 @@
+"""Data: batches of Datum records from an LMDB, transformed and prefetched (Caffe's DataLayer).
+
+Records are read in key order and the reading wraps to the first record after the last.
+Top 0 is the transformed images (N, C, H, W) float32; the optional top 1 is the labels (N,).
+A daemon thread keeps `data_param.prefetch` batches ready on the host; forward copies the
+next one to the layer's backend.
+"""
+import os
+import weakref
+
+import lmdb
+from google.protobuf.message import DecodeError
+
+from .. import netkit_pb2 as pb
+from ..data import private_rng
+from ..data.datum import DatumBatchReader, datum_to_array, first_record
+from ..data.prefetch import Prefetcher
+from ..data.transformer import DataTransformer, TransformError
+from ..layer import Layer, LayerSetupError
+from ..log import logger
+from ..registry import layers
+
+# DataParameter fields that old nets used before TransformationParameter existed; Caffe's
+# net upgrade moves them into transform_param, and so does this layer if they are still here.
+_LEGACY_TRANSFORM_FIELDS = ("scale", "mean_file", "crop_size", "mirror")
+
+
+@layers.register("Data")
+class DataLayer(Layer):
+    exact_num_bottom = 0
+    min_top = 1
+    max_top = 2
+    is_data = True
+
+    _prefetcher = None
+
+    def setup(self, bottom, top):
+        p = self.layer_param.data_param
+        if p.HasField("backend") and p.backend != pb.DataParameter.LMDB:
+            raise LayerSetupError("data_param.backend %s is not supported; convert the data "
+                                  "to LMDB" % pb.DataParameter.DB.Name(p.backend))
+        if p.batch_size <= 0:
+            raise LayerSetupError("data_param.batch_size must be positive, got %d"
+                                  % p.batch_size)
+        if p.prefetch < 1:
+            raise LayerSetupError("data_param.prefetch must be at least 1, got %d" % p.prefetch)
+        if not os.path.exists(p.source):
+            raise LayerSetupError("data_param.source %s does not exist" % (p.source or "''"))
+        if os.path.isdir(p.source) and not os.path.isfile(os.path.join(p.source, "data.mdb")):
+            # Caffe's default backend is LEVELDB; netkit reads LMDB whatever the default.
+            raise LayerSetupError("data_param.source %s is not an LMDB (LevelDB is not "
+                                  "supported; convert the data to LMDB)" % p.source)
+        # A private random stream, seeded from netkit's: the prefetch thread draws crop
+        # offsets and mirror coins from it alone, so a seed gives the same batches.
+        rng = private_rng()
+        try:
+            transformer = DataTransformer(self._transform_param(), self.phase, rng)
+        except TransformError as e:
+            raise LayerSetupError(str(e)) from None
+        try:
+            record = first_record(p.source)
+            if record is None:
+                raise ValueError("the database has no records")
+            image = datum_to_array(pb.Datum.FromString(record[1]), transformer.color)
+        except (ValueError, ImportError, lmdb.Error, DecodeError) as e:
+            raise LayerSetupError("data_param.source %s: %s" % (p.source, e)) from None
+        try:
+            chw = transformer.output_shape(image.shape)
+        except TransformError as e:
+            raise LayerSetupError(str(e)) from None
+        top[0].reshape((p.batch_size,) + chw)
+        logger.info("output data size: %s", ",".join(str(d) for d in top[0].shape))
+        if len(top) > 1:
+            top[1].reshape((p.batch_size,))
+        skip = rng.randint(p.rand_skip) if p.rand_skip else 0
+        reader = DatumBatchReader(p.source, p.batch_size, transformer.color, skip)
+
+        def load():
+            images, labels = reader.read()
+            return transformer(images), labels
+
+        self.close()
+        self._prefetcher = Prefetcher(load, p.prefetch, "Data layer %r reading %s"
+                                      % (self.name, p.source), close=reader.close)
+        self._finalizer = weakref.finalize(self, self._prefetcher.stop)
+
+    def _transform_param(self):
+        param = pb.TransformationParameter()
+        param.CopyFrom(self.layer_param.transform_param)
+        legacy = self.layer_param.data_param
+        for field in _LEGACY_TRANSFORM_FIELDS:
+            if legacy.HasField(field) and not param.HasField(field):
+                setattr(param, field, getattr(legacy, field))
+        return param
+
+    def reshape(self, bottom, top):
+        """Tops keep the batch shape set at setup; forward reshapes to each loaded batch."""
+
+    def forward(self, bottom, top):
+        if self._prefetcher is None:
+            raise RuntimeError("Data layer %r is closed" % self.name)
+        images, labels = self._prefetcher.get()
+        top[0].reshape(images.shape)
+        top[0].data[...] = self.backend.asarray(images)
+        if len(top) > 1:
+            top[1].reshape(labels.shape)
+            top[1].data[...] = self.backend.asarray(labels)
+
+    def close(self):
+        """Stop the prefetch thread and release the database."""
+        if self._prefetcher is not None:
+            self._finalizer()
+            self._prefetcher = None

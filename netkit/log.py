@@ -1,0 +1,32 @@
+"""Caffe-format (glog) log lines, so existing parse_log-style tools read netkit's logs.
+
+Each line looks like  I1121 23:48:39.123456 12345 solver.py:120] Iteration 100 ...
+"""
+import logging
+import os
+import sys
+import time
+
+logger = logging.getLogger("netkit")
+
+
+class GlogFormatter(logging.Formatter):
+    def format(self, record):
+        t = record.created
+        stamp = time.strftime("%m%d %H:%M:%S", time.localtime(t)) + ".%06d" % int((t % 1) * 1e6)
+        return "%s%s %5d %s:%d] %s" % (record.levelname[0], stamp, os.getpid(),
+                                       record.filename, record.lineno, record.getMessage())
+
+
+def setup_logging(stream=None, level=logging.INFO):
+    """Send netkit's log to `stream` (stderr, as Caffe's glog) in glog format."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(GlogFormatter())
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def fmt(x):
+    """A number as C++ iostreams print it by default (6 significant digits)."""
+    return "%g" % x

@@ -1,0 +1,325 @@
+"""Net: a NetParameter built into wired layers, with Caffe's forward/backward semantics.
+
+Building is a list of passes: filter by NetState -> insert splits -> instantiate layers
+-> wire bottoms/tops (in place by name) -> setup -> collect params (sharing by ParamSpec
+name, lr_mult/decay_mult) -> decide need_backward and prune -> net outputs.
+"""
+import os
+from collections import OrderedDict
+
+import numpy as np
+
+from . import netkit_pb2 as pb
+from . import graph
+from .backend import get_backend
+from .blob import Blob
+from .errors import NetkitError
+from .layer import TRAIN, TEST, LayerSetupError
+from .protoio import load_net_param
+from .registry import UnknownTypeError, layers as layer_registry
+
+
+class Param:
+    """A learnable parameter blob with its multipliers (one per owner, shared ones merged)."""
+
+    def __init__(self, blob, name, lr_mult, decay_mult):
+        self.blob = blob
+        self.name = name
+        self.lr_mult = lr_mult
+        self.decay_mult = decay_mult
+
+
+class Net:
+    """A Caffe net on one backend.
+
+    Net(model, phase)  or  Net(model, weights, phase)  (pycaffe's orders), or keywords:
+    Net(model, phase=TRAIN, weights="a.caffemodel,b.caffemodel", level=0, stages=(),
+        backend="cpu").  `model` is a prototxt path, prototxt text or a NetParameter.
+    """
+
+    def __init__(self, model, *args, phase=None, weights=None, level=0, stages=(),
+                 backend=None, state=None):
+        for a in args:
+            if isinstance(a, (str, os.PathLike)):
+                weights = a
+            else:
+                phase = a
+        phase = TEST if phase is None and state is None else phase
+        import netkit.layers  # noqa: F401  (registers every layer type)
+        self.backend = get_backend(backend)
+        param, self.source = load_net_param(model)
+        if state is None:
+            state = pb.NetState()
+            state.CopyFrom(param.state)
+            state.phase = phase
+            if level:
+                state.level = level
+            state.stage.extend(stages)
+        self.phase = state.phase
+        self.name = param.name
+        self._build(param, state)
+        if weights:
+            for path in str(weights).split(","):
+                self.copy_from(path)
+
+    # -- building ------------------------------------------------------------------------
+    def _where(self, layer_param):
+        return "%s: layer '%s' (type %s)" % (self.source, layer_param.name, layer_param.type)
+
+    def _build(self, param, state):
+        from .upgrade import upgrade_net
+        param = upgrade_net(param, self.source)
+        param = graph.filter_net(param, state)
+        param = graph.insert_splits(param)
+        self.param = param
+        self.force_backward = param.force_backward
+        self.layers = []
+        self.layer_names = []
+        self.blobs = OrderedDict()
+        self.bottom_vecs, self.top_vecs = [], []
+        self.bottom_names, self.top_names = [], []
+        self.loss_weights = []  # per layer: list of (top index, weight)
+        blob_need_backward = {}
+        available = OrderedDict()
+        self.layer_need_backward = []
+        self.bottom_need_backward = []
+        self._params = []  # learnable Params (owners only)
+        self._param_owner = {}  # ParamSpec name -> (Param, layer name, shape)
+        self.params = OrderedDict()
+
+        for lp in param.layer:
+            where = self._where(lp)
+            try:
+                cls = layer_registry.get(lp.type)
+            except UnknownTypeError as e:
+                raise NetkitError("%s: %s" % (where, e)) from None
+            if len(lp.propagate_down) not in (0, len(lp.bottom)):
+                raise NetkitError("%s: propagate_down must be given once per bottom (%d), got %d"
+                                  % (where, len(lp.bottom), len(lp.propagate_down)))
+            layer = cls(lp, state.phase, self.backend)
+            bottom, need = [], []
+            for k, name in enumerate(lp.bottom):
+                if name not in self.blobs:
+                    raise NetkitError("%s: unknown bottom blob '%s' (bottom %d); no layer "
+                                      "before it produces it" % (where, name, k))
+                available.pop(name, None)
+                bottom.append(self.blobs[name])
+                need.append(bool(lp.propagate_down[k]) if lp.propagate_down
+                            else blob_need_backward[name])
+            top = []
+            for j, name in enumerate(lp.top):
+                if name in lp.bottom:
+                    blob = self.blobs[name]  # in place
+                elif name in self.blobs:
+                    raise NetkitError("%s: top blob '%s' is produced by more than one layer"
+                                      % (where, name))
+                else:
+                    blob = Blob((), self.backend)
+                    self.blobs[name] = blob
+                top.append(blob)
+                available[name] = True
+            try:
+                layer.check_arity(bottom, top)
+                layer.setup(bottom, top)
+                layer.reshape(bottom, top)
+            except (LayerSetupError, ValueError) as e:
+                raise NetkitError("%s: %s" % (where, e)) from None
+            self.layers.append(layer)
+            self.layer_names.append(lp.name)
+            self.bottom_vecs.append(bottom)
+            self.top_vecs.append(top)
+            self.bottom_names.append(list(lp.bottom))
+            self.top_names.append(list(lp.top))
+            self.bottom_need_backward.append(need)
+            self.loss_weights.append(self._loss_weights(layer, lp, where))
+
+            layer_need = any(need[k] for k in range(len(bottom)))
+            if not layer.param_propagate_down:
+                layer.param_propagate_down = [True] * len(layer.blobs)
+            if len(lp.param) > len(layer.blobs):
+                raise NetkitError("%s: %d param specs given but the layer has %d parameter "
+                                  "blob(s)" % (where, len(lp.param), len(layer.blobs)))
+            for i in range(len(layer.blobs)):
+                spec = lp.param[i] if i < len(lp.param) else pb.ParamSpec()
+                layer_need |= self._append_param(layer, lp, i, spec, where)
+            if layer.blobs:
+                self.params[lp.name] = layer.blobs
+            self.layer_need_backward.append(layer_need)
+            for name in lp.top:
+                blob_need_backward[name] = layer_need or blob_need_backward.get(name, False)
+
+        self._prune_backward(param)
+        self.outputs = list(available)
+        self.inputs = [self.top_names[i][0] for i, l in enumerate(self.layers)
+                       if l.type == "Input" and self.top_names[i]]
+
+    def _loss_weights(self, layer, lp, where):
+        weights = list(lp.loss_weight)
+        if not weights and layer.is_loss:
+            weights = [1.0]
+        if len(weights) > len(lp.top):
+            raise NetkitError("%s: %d loss_weight values for %d top(s)"
+                              % (where, len(weights), len(lp.top)))
+        return [(j, w) for j, w in enumerate(weights) if w]
+
+    def _append_param(self, layer, lp, i, spec, where):
+        """Register parameter blob i of a layer; returns whether it needs a gradient."""
+        blob = layer.blobs[i]
+        need = spec.lr_mult != 0
+        layer.param_propagate_down[i] = need
+        display = spec.name or "%s[%d]" % (lp.name, i)
+        if spec.name and spec.name in self._param_owner:
+            owner, owner_layer, _ = self._param_owner[spec.name]
+            strict = spec.share_mode != pb.ParamSpec.PERMISSIVE
+            if (strict and owner.blob.shape != blob.shape) or owner.blob.count != blob.count:
+                raise NetkitError("%s: cannot share param '%s' owned by layer '%s': shape %s "
+                                  "vs %s" % (where, spec.name, owner_layer,
+                                             blob.shape, owner.blob.shape))
+            if spec.HasField("lr_mult"):
+                if getattr(owner, "lr_set", False) and owner.lr_mult != spec.lr_mult:
+                    raise NetkitError("%s: shared param '%s' has mismatched lr_mult"
+                                      % (where, spec.name))
+                owner.lr_mult, owner.lr_set = spec.lr_mult, True
+            if spec.HasField("decay_mult"):
+                if getattr(owner, "decay_set", False) and owner.decay_mult != spec.decay_mult:
+                    raise NetkitError("%s: shared param '%s' has mismatched decay_mult"
+                                      % (where, spec.name))
+                owner.decay_mult, owner.decay_set = spec.decay_mult, True
+            if owner.blob.shape == blob.shape:
+                layer.blobs[i] = owner.blob
+            else:
+                view = Blob((), self.backend)
+                view._shape = blob.shape
+                view.data = owner.blob.data.reshape(blob.shape)
+                view.diff = owner.blob.diff.reshape(blob.shape)
+                layer.blobs[i] = view
+            return need
+        p = Param(blob, display, spec.lr_mult, spec.decay_mult)
+        p.lr_set, p.decay_set = spec.HasField("lr_mult"), spec.HasField("decay_mult")
+        self._params.append(p)
+        if spec.name:
+            self._param_owner[spec.name] = (p, lp.name, blob.shape)
+        return need
+
+    def _prune_backward(self, param):
+        """Caffe's pass: layers that feed no loss, or whose tops need no gradient, skip
+        backward; force_backward then turns it back on where layers allow."""
+        under_loss, skip = set(), set()
+        for i in range(len(self.layers) - 1, -1, -1):
+            contributes = any(w for _, w in self.loss_weights[i]) or any(
+                n in under_loss for n in self.top_names[i])
+            skip_down = all(n in skip for n in self.top_names[i])
+            if self.layer_need_backward[i] and skip_down:
+                self.layer_need_backward[i] = False
+                self.bottom_need_backward[i] = [False] * len(self.bottom_vecs[i])
+            if not contributes:
+                self.layer_need_backward[i] = False
+            for k, name in enumerate(self.bottom_names[i]):
+                if contributes:
+                    under_loss.add(name)
+                else:
+                    self.bottom_need_backward[i][k] = False
+                if not self.bottom_need_backward[i][k]:
+                    skip.add(name)
+        if param.force_backward:
+            for i, layer in enumerate(self.layers):
+                self.layer_need_backward[i] = True
+                self.bottom_need_backward[i] = [
+                    need or layer.allow_force_backward(k)
+                    for k, need in enumerate(self.bottom_need_backward[i])]
+                layer.param_propagate_down = [True] * len(layer.blobs)
+
+    # -- running -------------------------------------------------------------------------
+    @property
+    def learnable_params(self):
+        return self._params
+
+    def output_loss_weight(self, name):
+        """The loss weight of the layer top named `name` (0 if it is not a loss)."""
+        for i, tops in enumerate(self.top_names):
+            for j, w in self.loss_weights[i]:
+                if tops[j] == name:
+                    return w
+        return 0.0
+
+    def layer_index(self, name):
+        try:
+            return self.layer_names.index(name)
+        except ValueError:
+            raise NetkitError("no layer named '%s' in net '%s'" % (name, self.name)) from None
+
+    def forward_layers(self, start=0, end=None):
+        """Run layers start..end inclusive; returns the summed weighted loss (a float)."""
+        end = len(self.layers) - 1 if end is None else end
+        loss = None
+        for i in range(start, end + 1):
+            layer, bottom, top = self.layers[i], self.bottom_vecs[i], self.top_vecs[i]
+            layer.reshape(bottom, top)
+            layer.forward(bottom, top)
+            for j, w in self.loss_weights[i]:
+                # The loss weight rides in the top's diff, as in Caffe: backward reads it.
+                top[j].diff[...] = w
+                term = (top[j].data * top[j].diff).sum()
+                loss = term if loss is None else loss + term
+        return 0.0 if loss is None else float(loss)
+
+    def backward_layers(self, start=None, end=0):
+        start = len(self.layers) - 1 if start is None else start
+        for i in range(start, end - 1, -1):
+            if self.layer_need_backward[i]:
+                self.layers[i].backward(self.top_vecs[i], self.bottom_need_backward[i],
+                                        self.bottom_vecs[i])
+
+    def forward(self, blobs=None, start=None, end=None, **kwargs):
+        """pycaffe's forward: set input blobs from kwargs, run, return {output: data}."""
+        for name, value in kwargs.items():
+            self.blobs[name].reshape(value.shape)
+            self.blobs[name].data[...] = self.backend.asarray(np.asarray(value, np.float32))
+        i = 0 if start is None else self.layer_index(start)
+        j = len(self.layers) - 1 if end is None else self.layer_index(end)
+        self.loss = self.forward_layers(i, j)
+        names = list(self.outputs if end is None else self.top_names[j]) + list(blobs or [])
+        return OrderedDict((n, self.blobs[n].data) for n in names)
+
+    def backward(self, diffs=None, start=None, end=None):
+        i = len(self.layers) - 1 if start is None else self.layer_index(start)
+        j = 0 if end is None else self.layer_index(end)
+        self.backward_layers(i, j)
+        names = list(self.inputs) + list(diffs or [])
+        return OrderedDict((n, self.blobs[n].diff) for n in names)
+
+    def forward_backward(self):
+        loss = self.forward_layers()
+        self.backward_layers()
+        return loss
+
+    def clear_param_diffs(self):
+        for p in self._params:
+            p.blob.diff[...] = 0
+
+    def reshape(self):
+        for layer, bottom, top in zip(self.layers, self.bottom_vecs, self.top_vecs):
+            layer.reshape(bottom, top)
+
+    # -- weights -------------------------------------------------------------------------
+    def copy_from(self, weights):
+        """Copy blobs from a trained net (path or NetParameter) by layer name, as Caffe's
+        CopyTrainedLayersFrom: unknown source layers are ignored, shapes must match."""
+        from .weights import copy_trained_layers
+        copy_trained_layers(self, weights)
+
+    def to_proto(self, write_diff=False):
+        from .weights import net_to_proto
+        return net_to_proto(self, write_diff)
+
+    def save(self, path, write_diff=False):
+        """Write the weights as a binary .caffemodel (NetParameter), atomically."""
+        from .weights import save_net
+        save_net(self, path, write_diff)
+
+    def close(self):
+        """Stop data layers' prefetch threads."""
+        for layer in self.layers:
+            close = getattr(layer, "close", None)
+            if close:
+                close()

@@ -1,0 +1,1 @@
+"""Array kernels shared by layers, written against a given `xp` (numpy or CuPy)."""

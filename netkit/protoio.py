@@ -1,0 +1,84 @@
+"""Reading and writing protobuf files: prototxt text, binary messages, atomically."""
+import os
+import tempfile
+
+from google.protobuf import text_format
+from google.protobuf.message import DecodeError
+
+from . import netkit_pb2 as pb
+from .errors import NetkitError
+
+
+def parse_text(text, message, source="<string>"):
+    """Parse prototxt text into `message`; errors name source:line:column."""
+    try:
+        text_format.Parse(text, message)
+    except text_format.ParseError as e:
+        line, col = e.GetLine(), e.GetColumn()
+        msg = str(e)
+        # ParseError's text starts with "line:col : "; keep only the message.
+        if line is not None and msg.startswith("%s:%s : " % (line, col)):
+            msg = msg[len("%s:%s : " % (line, col)):]
+        where = "%s:%s:%s" % (source, line, col) if line is not None else source
+        raise NetkitError("%s: malformed prototxt: %s" % (where, msg)) from None
+    return message
+
+
+def read_text(path, message):
+    """Parse the prototxt file at `path` into `message`."""
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise NetkitError("%s: cannot read: %s" % (path, e.strerror or e)) from None
+    return parse_text(text, message, path)
+
+
+def read_binary(path, message):
+    """Parse a binary protobuf file (e.g. .caffemodel, .solverstate, .binaryproto)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise NetkitError("%s: cannot read: %s" % (path, e.strerror or e)) from None
+    try:
+        message.ParseFromString(data)
+    except DecodeError as e:
+        raise NetkitError("%s: not a valid binary %s: %s"
+                          % (path, message.DESCRIPTOR.name, e)) from None
+    return message
+
+
+def write_atomic(path, data):
+    """Write bytes to `path` through a temporary file and rename, so a crash mid-write
+    leaves any previous file under `path` intact and never a truncated one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_binary(path, message):
+    write_atomic(path, message.SerializeToString())
+
+
+def write_text(path, message):
+    write_atomic(path, text_format.MessageToString(message).encode("utf-8"))
+
+
+def load_net_param(net):
+    """A NetParameter from a path, prototxt text, or NetParameter; returns (param, source)."""
+    if isinstance(net, pb.NetParameter):
+        return net, "<NetParameter>"
+    net = os.fspath(net)
+    if "\n" in net or "{" in net:
+        return parse_text(net, pb.NetParameter(), "<string>"), "<string>"
+    return read_text(net, pb.NetParameter()), net

@@ -1,0 +1,383 @@
+"""Solver: Caffe's training loop, shared by every update rule.
+
+`step(n)` runs Caffe's iteration: clear diffs -> maybe test -> iter_size x forward/backward
+-> smoothed loss and display -> callbacks -> apply_update -> snapshot / signal handling.
+`apply_update` = learning rate -> clip -> normalize -> regularize -> compute_update_value
+(the per-rule hook) -> net update. The learning rate is folded into the update value, as
+in Caffe, so `blob.update()` is `data -= diff`.
+"""
+import abc
+import os
+import time
+
+import numpy as np
+
+from .. import netkit_pb2 as pb
+from ..backend import BackendError, get_backend
+from ..errors import NetkitError
+from ..log import fmt, logger
+from ..net import Net
+from ..protoio import read_binary, read_text, write_binary
+from ..rng import set_random_seed
+from .lr_policy import learning_rate
+
+# Solver actions requested by signals (Caffe's SolverAction).
+NONE, STOP, SNAPSHOT = "none", "stop", "snapshot"
+
+
+def read_solver_param(path):
+    """A SolverParameter from a prototxt file, with Caffe's snapshot_prefix defaulting:
+    unset -> the solver file's path without extension; a directory -> dir/<file stem>."""
+    param = read_text(path, pb.SolverParameter())
+    stem = os.path.splitext(path)[0]
+    if not param.HasField("snapshot_prefix"):
+        param.snapshot_prefix = stem
+    elif os.path.isdir(param.snapshot_prefix):
+        param.snapshot_prefix = os.path.join(param.snapshot_prefix, os.path.basename(stem))
+    return param
+
+
+class Solver(abc.ABC):
+    """Base solver. `Solver(param_or_path, backend="cpu")`."""
+
+    type_name = None
+
+    def __init__(self, solver, backend=None, weights=None, source=None):
+        if isinstance(solver, pb.SolverParameter):
+            self.param, self.source = solver, source or "<SolverParameter>"
+        else:
+            self.source = os.fspath(solver)
+            self.param = read_solver_param(self.source)
+        p = self.param
+        self.backend = get_backend(backend) if backend is not None else self._mode_backend()
+        if p.random_seed >= 0:
+            set_random_seed(p.random_seed)
+        self.iter = 0
+        self.current_step = 0
+        self.callbacks = []
+        self.action_request = None  # function returning NONE/STOP/SNAPSHOT (signals)
+        self.requested_early_exit = False
+        self.losses = []
+        self.smoothed_loss = 0.0
+        self._check_param()
+        self.net = self._build_train_net()
+        self.test_nets = self._build_test_nets()
+        if weights:
+            self.copy_weights(weights)
+        self.history = [self.backend.xp.zeros(prm.blob.shape, dtype=np.float32)
+                        for prm in self.net.learnable_params]
+
+    def _mode_backend(self):
+        """No backend given: an explicit `solver_mode: GPU` asks for device_id (Caffe's
+        rule); without a usable GPU netkit says why and trains on the CPU."""
+        p = self.param
+        if p.HasField("solver_mode") and p.solver_mode == pb.SolverParameter.GPU:
+            try:
+                return get_backend("gpu", p.device_id)
+            except BackendError as e:
+                logger.warning("%s: solver_mode is GPU but %s; training on the CPU "
+                               "(set solver_mode: CPU to silence this)", self.source, e)
+                return get_backend("cpu")
+        return get_backend(None)
+
+    # -- construction ----------------------------------------------------------------------
+    def _check_param(self):
+        p = self.param
+        if p.average_loss < 1:
+            raise NetkitError("%s: average_loss should be >= 1" % self.source)
+        if p.iter_size < 1:
+            raise NetkitError("%s: iter_size should be >= 1" % self.source)
+        if p.HasField("test_interval") and p.test_interval and not p.test_iter \
+                and (p.test_net or p.test_net_param or p.HasField("net") or p.HasField("net_param")) \
+                and (p.test_net or p.test_net_param):
+            raise NetkitError("%s: test_iter must be given for each test net" % self.source)
+
+    def _net_source(self):
+        p = self.param
+        sources = [f for f in ("net", "net_param", "train_net", "train_net_param") if p.HasField(f)]
+        if not sources:
+            raise NetkitError("%s: the solver names no net (set 'net' or 'train_net')" % self.source)
+        if len(sources) > 1:
+            raise NetkitError("%s: give exactly one of net, net_param, train_net, "
+                              "train_net_param (found %s)" % (self.source, ", ".join(sources)))
+        return getattr(p, sources[0])
+
+    def _build_train_net(self):
+        p = self.param
+        model = self._net_source()
+        param = model if isinstance(model, pb.NetParameter) else None
+        if param is None:
+            from ..protoio import load_net_param
+            param, _ = load_net_param(model)
+        state = pb.NetState()
+        state.phase = pb.TRAIN
+        state.MergeFrom(param.state)
+        state.MergeFrom(p.train_state)
+        logger.info("Creating training net from %s", model if isinstance(model, str) else "net_param")
+        return Net(model, state=state, backend=self.backend)
+
+    def _build_test_nets(self):
+        p = self.param
+        models = list(p.test_net_param) + list(p.test_net)
+        general = p.net_param if p.HasField("net_param") else (p.net if p.HasField("net") else None)
+        if general is not None:
+            models += [general] * max(0, len(p.test_iter) - len(models))
+        if len(p.test_iter) != len(models):
+            raise NetkitError("%s: %d test_iter values for %d test nets"
+                              % (self.source, len(p.test_iter), len(models)))
+        if p.test_state and len(p.test_state) != len(models):
+            raise NetkitError("%s: test_state must be given once per test net" % self.source)
+        nets = []
+        for i, model in enumerate(models):
+            state = pb.NetState()
+            state.phase = pb.TEST
+            if p.test_state:
+                state.MergeFrom(p.test_state[i])
+            state.phase = pb.TEST
+            logger.info("Creating test net (#%d) specified by %s", i,
+                        model if isinstance(model, str) else "net_param")
+            nets.append(Net(model, state=state, backend=self.backend))
+        return nets
+
+    def copy_weights(self, weights):
+        """Fine-tuning: copy comma-separated .caffemodel files into the train and test nets."""
+        for path in weights.split(","):
+            for net in [self.net] + self.test_nets:
+                net.copy_from(path)
+
+    # -- the loop --------------------------------------------------------------------------
+    def solve(self, resume_file=None):
+        p = self.param
+        logger.info("Solving %s", self.net.name)
+        logger.info("Learning Rate Policy: %s", p.lr_policy)
+        self.requested_early_exit = False
+        if resume_file:
+            logger.info("Restoring previous solver status from %s", resume_file)
+            self.restore(resume_file)
+        start_iter = self.iter
+        self.step(p.max_iter - self.iter)
+        if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
+            self.snapshot()
+        if self.requested_early_exit:
+            logger.info("Optimization stopped early.")
+            return
+        if p.display and self.iter % p.display == 0:
+            loss = self.net.forward_layers()
+            self._update_smoothed_loss(loss, start_iter)
+            logger.info("Iteration %d, loss = %s", self.iter, fmt(self.smoothed_loss))
+        if p.test_interval and self.iter % p.test_interval == 0:
+            self.test_all()
+        logger.info("Optimization Done.")
+
+    def step(self, iters):
+        p = self.param
+        start_iter, stop_iter = self.iter, self.iter + iters
+        self.losses, self.smoothed_loss = [], 0.0
+        last_iter, timer = self.iter, time.time()
+        while self.iter < stop_iter:
+            self.net.clear_param_diffs()
+            if p.test_interval and self.iter % p.test_interval == 0 and (
+                    self.iter > 0 or p.test_initialization):
+                self.test_all()
+                if self.requested_early_exit:
+                    break
+            for cb in self.callbacks:
+                cb.on_start()
+            display = p.display and self.iter % p.display == 0
+            loss = 0.0
+            for _ in range(p.iter_size):
+                loss += self.net.forward_backward()
+            loss /= p.iter_size
+            self._update_smoothed_loss(loss, start_iter)
+            if display:
+                lapse = time.time() - timer
+                per_s = (self.iter - last_iter) / (lapse or 1)
+                logger.info("Iteration %d (%s iter/s, %ss/%d iters), loss = %s", self.iter,
+                            fmt(per_s), fmt(lapse), p.display, fmt(self.smoothed_loss))
+                timer, last_iter = time.time(), self.iter
+                self._log_outputs(self.net, "Train", None)
+            for cb in self.callbacks:
+                cb.on_gradients_ready()
+            self.apply_update()
+            self.iter += 1
+            request = self._requested_action()
+            if (p.snapshot and self.iter % p.snapshot == 0) or request == SNAPSHOT:
+                self.snapshot()
+            if request == STOP:
+                self.requested_early_exit = True
+                break
+
+    def _requested_action(self):
+        return self.action_request() if self.action_request else NONE
+
+    def _update_smoothed_loss(self, loss, start_iter):
+        n = self.param.average_loss
+        if len(self.losses) < n:
+            self.losses.append(loss)
+            size = len(self.losses)
+            self.smoothed_loss = (self.smoothed_loss * (size - 1) + loss) / size
+        else:
+            idx = (self.iter - start_iter) % n
+            self.smoothed_loss += (loss - self.losses[idx]) / n
+            self.losses[idx] = loss
+
+    def _log_outputs(self, net, kind, scores):
+        """'    Train net output #k: name = v (* w = wv loss)' lines, as Caffe prints them."""
+        k = 0
+        for name in net.outputs:
+            weight = net.output_loss_weight(name)
+            values = (self.backend.asnumpy(net.blobs[name].data).ravel() if scores is None
+                      else scores[name])
+            for v in values:
+                extra = " (* %s = %s loss)" % (fmt(weight), fmt(weight * v)) if weight else ""
+                logger.info("    %s net output #%d: %s = %s%s", kind, k, name, fmt(v), extra)
+                k += 1
+
+    def test_all(self):
+        for i in range(len(self.test_nets)):
+            if self.requested_early_exit:
+                break
+            self.test(i)
+
+    def test(self, i):
+        p = self.param
+        logger.info("Iteration %d, Testing net (#%d)", self.iter, i)
+        net = self.test_nets[i]
+        self.share_trained_layers(net)
+        scores, loss = None, 0.0
+        for _ in range(p.test_iter[i]):
+            request = self._requested_action()
+            while request != NONE:
+                if request == SNAPSHOT:
+                    self.snapshot()
+                elif request == STOP:
+                    self.requested_early_exit = True
+                request = self._requested_action()
+            if self.requested_early_exit:
+                break
+            iter_loss = net.forward_layers()
+            if p.test_compute_loss:
+                loss += iter_loss
+            batch = {n: self.backend.asnumpy(net.blobs[n].data).astype(np.float64).ravel()
+                     for n in net.outputs}
+            scores = batch if scores is None else {n: scores[n] + batch[n] for n in scores}
+        if self.requested_early_exit:
+            logger.info("Test interrupted.")
+            return
+        if p.test_compute_loss:
+            logger.info("Test loss: %s", fmt(loss / p.test_iter[i]))
+        if scores is not None:
+            self._log_outputs(net, "Test", {n: v / p.test_iter[i] for n, v in scores.items()})
+        return scores
+
+    def share_trained_layers(self, net):
+        """Point the test net's parameter blobs at the train net's (Caffe shares by name)."""
+        train = dict(zip(self.net.layer_names, self.net.layers))
+        for name, layer in zip(net.layer_names, net.layers):
+            src = train.get(name)
+            if src is None:
+                continue
+            for mine, theirs in zip(layer.blobs, src.blobs):
+                if mine.shape != theirs.shape:
+                    raise NetkitError("test net layer '%s' parameter shape %s differs from the "
+                                      "train net's %s" % (name, mine.shape, theirs.shape))
+                mine.data = theirs.data
+
+    # -- the update ------------------------------------------------------------------------
+    def get_learning_rate(self):
+        p = self.param
+        if p.lr_policy == "multistep" and self.current_step < len(p.stepvalue) \
+                and self.iter >= p.stepvalue[self.current_step]:
+            self.current_step += 1
+            logger.info("MultiStep Status: Iteration %d, step = %d", self.iter, self.current_step)
+        return float(np.float32(learning_rate(p, self.iter, self.current_step)))
+
+    def apply_update(self):
+        p = self.param
+        rate = self.get_learning_rate()
+        if p.display and self.iter % p.display == 0:
+            logger.info("Iteration %d, lr = %s", self.iter, fmt(rate))
+        self.clip_gradients()
+        for i, prm in enumerate(self.net.learnable_params):
+            self.normalize(prm)
+            self.regularize(prm)
+            self.compute_update_value(i, prm, rate)
+        for prm in self.net.learnable_params:
+            prm.blob.update()
+
+    def clip_gradients(self):
+        clip = self.param.clip_gradients
+        if clip < 0:
+            return
+        sumsq = sum(float((prm.blob.diff * prm.blob.diff).sum())
+                    for prm in self.net.learnable_params)
+        l2norm = np.sqrt(sumsq)
+        if l2norm > clip:
+            scale = clip / l2norm
+            logger.info("Gradient clipping: scaling down gradients (L2 norm %s > %s) by "
+                        "scale factor %s", fmt(l2norm), fmt(clip), fmt(scale))
+            for prm in self.net.learnable_params:
+                prm.blob.diff *= np.float32(scale)
+
+    def normalize(self, prm):
+        if self.param.iter_size > 1:
+            prm.blob.diff *= np.float32(1.0 / self.param.iter_size)
+
+    def regularize(self, prm):
+        p = self.param
+        decay = p.weight_decay * prm.decay_mult
+        if not decay:
+            return
+        blob = prm.blob
+        if p.regularization_type == "L2":
+            blob.diff += np.float32(decay) * blob.data
+        elif p.regularization_type == "L1":
+            blob.diff += np.float32(decay) * self.backend.xp.sign(blob.data)
+        else:
+            raise NetkitError("unknown regularization_type '%s' (known: L1, L2)"
+                              % p.regularization_type)
+
+    @abc.abstractmethod
+    def compute_update_value(self, i, prm, rate):
+        """Turn param i's diff into the step to subtract (the update rule's only hook)."""
+
+    # -- snapshots -------------------------------------------------------------------------
+    def snapshot_filename(self, extension):
+        return "%s_iter_%d%s" % (self.param.snapshot_prefix, self.iter, extension)
+
+    def snapshot(self):
+        if self.param.snapshot_format == pb.SolverParameter.HDF5:
+            raise NetkitError("snapshot_format HDF5 is not supported yet; use BINARYPROTO")
+        model = self.snapshot_filename(".caffemodel")
+        logger.info("Snapshotting to binary proto file %s", model)
+        self.net.save(model, write_diff=self.param.snapshot_diff)
+        state = pb.SolverState()
+        state.iter = self.iter
+        state.learned_net = model
+        state.current_step = self.current_step
+        from ..weights import array_to_blob_proto
+        for h in self.history:
+            array_to_blob_proto(self.backend.asnumpy(h), proto=state.history.add())
+        path = self.snapshot_filename(".solverstate")
+        logger.info("Snapshotting solver state to binary proto file %s", path)
+        write_binary(path, state)
+        return model, path
+
+    def restore(self, path):
+        from ..weights import blob_proto_to_array
+        if path.endswith(".h5"):
+            raise NetkitError("%s: HDF5 solver states are not supported yet" % path)
+        state = read_binary(path, pb.SolverState())
+        if state.learned_net:
+            self.net.copy_from(state.learned_net)
+        if len(state.history) != len(self.history):
+            raise NetkitError("%s: solver state has %d history blobs, the net has %d "
+                              "learnable parameters" % (path, len(state.history), len(self.history)))
+        for h, proto in zip(self.history, state.history):
+            arr = blob_proto_to_array(proto)
+            if arr.size != h.size:
+                raise NetkitError("%s: history blob shape %s does not fit parameter %s"
+                                  % (path, arr.shape, h.shape))
+            h[...] = self.backend.asarray(arr.reshape(h.shape))
+        self.iter = state.iter
+        self.current_step = state.current_step

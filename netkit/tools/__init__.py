@@ -1,0 +1,1 @@
+"""Command-line tools: the `netkit` CLI (cli.py) and the tools it runs."""
