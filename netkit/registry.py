@@ -1,4 +1,5 @@
 """Name -> class registries, with errors that list what is known."""
+import difflib
 
 
 class UnknownTypeError(KeyError):
@@ -26,8 +27,10 @@ class Registry:
         try:
             return self._classes[name]
         except KeyError:
-            raise UnknownTypeError("unknown %s type %r (known types: %s)"
-                                   % (self.kind, name, ", ".join(sorted(self._classes)))) from None
+            close = difflib.get_close_matches(name, self._classes, n=1)
+            hint = "did you mean %r? " % close[0] if close else ""
+            raise UnknownTypeError("unknown %s type %r (%sknown types: %s)"
+                                   % (self.kind, name, hint, ", ".join(sorted(self._classes)))) from None
 
     def __contains__(self, name):
         return name in self._classes

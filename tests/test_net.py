@@ -84,7 +84,7 @@ def test_lr_mult_zero_freezes_and_prunes(backend):
     i = net.layer_index("ip1")
     assert not net.layer_need_backward[i]
     assert not net.layer_need_backward[net.layer_index("relu")]
-    assert [p.lr_mult for p in net.learnable_params] == [0, 0, 1]
+    assert [p.lr_mult for p in net.learnable_params] == [0, 0, 1, 1]
 
 
 def test_loss_weight_scales_loss_and_gradient(backend):
@@ -124,7 +124,7 @@ def test_param_sharing_by_name_accumulates_diffs(backend):
 
 
 @pytest.mark.parametrize("text,message", [
-    ('layer { name: "x" type: "NoSuchLayer" top: "y" }', "unknown layer type 'NoSuchLayer' (known types: "),
+    ('layer { name: "x" type: "NoSuchLayer" top: "y" }', "unknown layer type 'NoSuchLayer' ("),
     ('layer { name: "r" type: "ReLU" bottom: "ghost" top: "y" }', "unknown bottom blob 'ghost'"),
     ('layer { name: "d" type: "Input" top: "y" input_param { shape { dim: 1 } } }\n'
      'layer { name: "e" type: "Input" top: "y" input_param { shape { dim: 1 } } }',

@@ -143,7 +143,7 @@ def test_log_lines_have_caffe_format(backend, caplog):
 
 
 def test_snapshot_and_restore_continue_exactly(tmp_path, backend):
-    text = 'base_lr: 0.1 lr_policy: "step" gamma: 0.5 stepsize: 2 momentum: 0.9'
+    text = 'base_lr: 0.1 lr_policy: "step" gamma: 0.5 stepsize: 2 momentum: 0.9 random_seed: 5'
     straight, _, _ = make_solver(backend, text)
     straight.step(6)
     half, _, _ = make_solver(backend, text)

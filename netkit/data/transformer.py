@@ -80,35 +80,8 @@ class DataTransformer:
     def __call__(self, batch):
         """Transform a host batch (N, C, H, W) into a new float32 batch (N, C, h, w)."""
         n, c, h, w = batch.shape
-        oc, oh, ow = self.output_shape((c, h, w))
-        rows, cols = self._windows(n, h, w, oh, ow)
-        if rows is None:
-            pixels = batch
-            mean = self.mean
-        else:
-            # One gather for the whole batch: per-image row/column indices into the flat
-            # image, with mirrored images reading their columns right to left.
-            chan = np.arange(c).reshape(1, c, 1, 1) * (h * w)
-            pixel_index = (rows[:, None, :, None] * w + cols[:, None, None, :]) + chan
-            image_base = (np.arange(n) * (c * h * w)).reshape(n, 1, 1, 1)
-            pixels = batch.reshape(-1).take(image_base + pixel_index)
-            mean = None if self.mean is None else self.mean.reshape(-1).take(pixel_index)
-        out = pixels.astype(np.float32)
-        if mean is not None:
-            out -= mean
-        elif len(self.mean_values) == 1:
-            out -= self.mean_values[0]
-        elif len(self.mean_values):
-            out -= self.mean_values.reshape(1, c, 1, 1)
-        if self.scale != 1:
-            out *= self.scale
-        return out
-
-    def _windows(self, n, h, w, oh, ow):
-        """Per-image source row and column indices (n, oh), (n, ow); (None, None) for identity.
-
-        Random draws per image follow Caffe's order of need: mirror coins, then crop offsets.
-        """
+        _, oh, ow = self.output_shape((c, h, w))
+        # Random draws per image in Caffe's order of need: mirror coins, then crop offsets.
         flips = self.rng.randint(2, size=n).astype(bool) if self.mirror else None
         if self.crop and self.train:
             h_off = self.rng.randint(h - oh + 1, size=n)
@@ -116,14 +89,29 @@ class DataTransformer:
         else:
             h_off = np.full(n, (h - oh) // 2)
             w_off = np.full(n, (w - ow) // 2)
-        if not self.crop and (flips is None or not flips.any()):
-            return None, None
-        rows = h_off[:, None] + np.arange(oh)
-        steps = np.arange(ow)
-        if flips is not None:
-            steps = np.where(flips[:, None], ow - 1 - steps, steps)
-        cols = w_off[:, None] + steps
-        return rows, cols
+        out = _crop(batch, h_off, w_off, oh, ow).astype(np.float32)
+        if self.mean is not None:
+            out -= _crop(np.broadcast_to(self.mean, batch.shape), h_off, w_off, oh, ow)
+        elif len(self.mean_values) == 1:
+            out -= self.mean_values[0]
+        elif len(self.mean_values):
+            out -= self.mean_values.reshape(1, c, 1, 1)
+        if flips is not None and flips.any():
+            out[flips] = out[flips][..., ::-1]
+        if self.scale != 1:
+            out *= self.scale
+        return out
+
+
+def _crop(batch, h_off, w_off, oh, ow):
+    """The (oh, ow) window at (h_off[i], w_off[i]) of each image i, as one gather."""
+    n, _, h, w = batch.shape
+    if (oh, ow) == (h, w):
+        return batch
+    if (h_off == h_off[0]).all() and (w_off == w_off[0]).all():
+        return batch[:, :, h_off[0]:h_off[0] + oh, w_off[0]:w_off[0] + ow]
+    windows = np.lib.stride_tricks.sliding_window_view(batch, (oh, ow), axis=(2, 3))
+    return windows[np.arange(n), :, h_off, w_off]
 
 
 def _dims(shape):

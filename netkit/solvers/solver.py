@@ -381,3 +381,19 @@ class Solver(abc.ABC):
             h[...] = self.backend.asarray(arr.reshape(h.shape))
         self.iter = state.iter
         self.current_step = state.current_step
+        p = self.param
+        self._replay_data(self.net, self.iter * p.iter_size)
+        if p.test_interval:
+            tests = sum(1 for it in range(0, self.iter, p.test_interval)
+                        if it > 0 or p.test_initialization)
+            for net, n in zip(self.test_nets, p.test_iter):
+                self._replay_data(net, tests * n)
+
+    def _replay_data(self, net, batches):
+        """Advance the net's data layers past the batches the snapshotted run consumed, so
+        a resumed run reads (and draws crops and mirrors) exactly as an uninterrupted one.
+        Caffe restarts its data at the first record instead; continuing is what users want."""
+        for i, layer in enumerate(net.layers):
+            if layer.is_data:
+                for _ in range(batches):
+                    layer.forward(net.bottom_vecs[i], net.top_vecs[i])

@@ -199,7 +199,7 @@ def time_(model, iterations, phase, gpu, backend, level, stage):
     time_net(model, iterations, phase, make_backend(gpu, backend), level, stages_of(stage))
 
 
-@cli.command()
+@cli.command("device_query")
 @gpu_option
 def device_query(gpu):
     """Show what CuPy sees of the GPU(s)."""
@@ -222,7 +222,7 @@ def device_query(gpu):
         be.synchronize()
 
 
-@cli.command()
+@cli.command("convert_mnist_data")
 @click.argument("out_dir", default="examples/mnist")
 @click.option("--url", default=None, help="Base URL of the MNIST idx .gz files "
               "(default: $NETKIT_MNIST_URL or a public mirror).")

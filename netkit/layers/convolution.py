@@ -1,0 +1,289 @@
+"""Convolution: Caffe's 2-d convolution, as im2col plus one matrix product per batch.
+
+Blobs: weight (num_output, channels / group, kernel_h, kernel_w) and, with bias_term, bias
+(num_output,). The output size rounds down: (H + 2 pad - (dilation (kernel - 1) + 1)) //
+stride + 1. Several bottoms may be given; each is convolved with the same weights into the
+top of the same index.
+
+How it is fast on numpy: the columns of the whole batch are gathered with one strided copy
+into a buffer kept across iterations, and the bias rides in the matrix product as one more
+column of the weights against a row of ones that lives in the column buffer. The column
+layout (ops.im2col) is picked per layer from the shapes: channels-first for few input
+channels, where each image is one product against the weights, and channels-last (one
+product for the whole batch) for many. Batches whose columns would exceed COLUMN_BUDGET
+elements are processed in chunks of images.
+"""
+from ..fillers import fill
+from ..layer import Layer, LayerSetupError
+from ..ops.im2col import ConvGeometry, col2im_cf, col2im_cl, im2col_cf, im2col_cl
+from ..ops.workspace import Workspace
+from ..registry import layers
+
+# The most column elements gathered at once (128 MiB of float32).
+COLUMN_BUDGET = 1 << 25
+
+
+def spatial_pair(param, name, short, default):
+    """A per-axis (h, w) value from Caffe's repeated field `name` or its `short`_h/_w forms.
+
+    `short` is None for fields without _h/_w forms (dilation). Raises LayerSetupError naming
+    the field when the value is given both ways or a wrong number of times.
+    """
+    values = list(getattr(param, name))
+    if short is not None and (param.HasField(short + "_h") or param.HasField(short + "_w")):
+        if values:
+            raise LayerSetupError("convolution_param gives both %s and %s_h/%s_w; use one"
+                                  % (name, short, short))
+        return getattr(param, short + "_h"), getattr(param, short + "_w")
+    if not values:
+        if default is None:
+            raise LayerSetupError("convolution_param needs kernel_size (or kernel_h and "
+                                  "kernel_w)")
+        return default, default
+    if len(values) > 2:
+        raise LayerSetupError("convolution_param %s must be given once or once per spatial "
+                              "axis (2), got %d values" % (name, len(values)))
+    return values[0], values[-1]
+
+
+@layers.register("Convolution")
+class ConvolutionLayer(Layer):
+    min_bottom = 1
+    min_top = 1
+
+    def setup(self, bottom, top):
+        self.check_arity(bottom, top)
+        if len(bottom) != len(top):
+            raise LayerSetupError("Convolution needs one top per bottom, got %d bottoms and "
+                                  "%d tops" % (len(bottom), len(top)))
+        p = self.layer_param.convolution_param
+        num_axes = len(bottom[0].shape)
+        if not -num_axes <= p.axis < num_axes:
+            raise LayerSetupError("convolution_param axis %d is out of range for a %d-axis "
+                                  "bottom" % (p.axis, num_axes))
+        self.channel_axis = p.axis % num_axes
+        spatial = num_axes - self.channel_axis - 1
+        if spatial != 2:
+            raise LayerSetupError("Convolution supports 2 spatial axes after "
+                                  "convolution_param axis, got %d (bottom shape %s)"
+                                  % (spatial, bottom[0].shape))
+        kernel = spatial_pair(p, "kernel_size", "kernel", None)
+        stride = spatial_pair(p, "stride", "stride", 1)
+        pad = spatial_pair(p, "pad", "pad", 0)
+        dilation = spatial_pair(p, "dilation", None, 1)
+        for name, pair in (("kernel_size", kernel), ("stride", stride), ("dilation", dilation)):
+            if min(pair) < 1:
+                raise LayerSetupError("convolution_param %s must be positive, got %s"
+                                      % (name, pair))
+        self.geom = ConvGeometry(kernel, pad, stride, dilation)
+        self.channels = bottom[0].shape[self.channel_axis]
+        self.num_output = p.num_output
+        self.group = p.group
+        if self.num_output < 1:
+            raise LayerSetupError("convolution_param num_output must be positive")
+        if self.group < 1 or self.channels % self.group or self.num_output % self.group:
+            raise LayerSetupError("convolution_param group %d must divide both the %d input "
+                                  "channels and num_output %d"
+                                  % (self.group, self.channels, self.num_output))
+        self.bias_term = p.bias_term
+        weight_shape = (self.num_output, self.channels // self.group) + self.geom.kernel
+        shapes = [weight_shape] + ([(self.num_output,)] if self.bias_term else [])
+        if self.blobs:
+            # Parameters already present (shared or loaded): keep them, as Caffe does.
+            if [b.shape for b in self.blobs] != shapes:
+                raise LayerSetupError("Convolution expects parameter shapes %s, has %s"
+                                      % (shapes, [b.shape for b in self.blobs]))
+        else:
+            self.add_param_blob(weight_shape, fill(p.weight_filler, weight_shape))
+            if self.bias_term:
+                self.add_param_blob((self.num_output,), fill(p.bias_filler, (self.num_output,)))
+        if not self.param_propagate_down:
+            self.param_propagate_down = [True] * len(self.blobs)
+        self.ws = Workspace(self.xp)
+        self._plan = None
+
+    def reshape(self, bottom, top):
+        shape = bottom[0].shape
+        if len(shape) != self.channel_axis + 3:
+            raise LayerSetupError("Convolution bottom must keep %d axes, got shape %s"
+                                  % (self.channel_axis + 3, shape))
+        if shape[self.channel_axis] != self.channels:
+            raise LayerSetupError("Convolution bottom has %d channels, the weights expect %d"
+                                  % (shape[self.channel_axis], self.channels))
+        for b in bottom[1:]:
+            if b.shape != shape:
+                raise LayerSetupError("Convolution bottoms must share one shape, got %s and %s"
+                                      % (shape, b.shape))
+        height, width = shape[-2:]
+        out_h, out_w = self.geom.output_shape(height, width)
+        if out_h < 1 or out_w < 1:
+            raise LayerSetupError("Convolution kernel extent %s exceeds the padded input %s"
+                                  % (self.geom.extent, self.geom.padded_shape(height, width)))
+        for t in top:
+            t.reshape(shape[:self.channel_axis] + (self.num_output, out_h, out_w))
+        num = 1
+        for d in shape[:self.channel_axis]:
+            num *= d
+        plan = (num, height, width, out_h, out_w)
+        if plan != self._plan:
+            self._plan = plan
+            self.ws.clear()
+            self.num, self.height, self.width, self.out_h, self.out_w = plan
+            self.channels_last = self._prefer_channels_last()
+            per_image = (self.column_rows() + 1) * self.group * out_h * out_w
+            self.chunk = max(1, min(num, COLUMN_BUDGET // per_image))
+
+    def _prefer_channels_last(self):
+        """Pick the im2col layout whose strided copy moves the longer contiguous runs."""
+        (_, kw), (_, sw), (_, dw) = self.geom.kernel, self.geom.stride, self.geom.dilation
+        run_cf = self.out_w if sw == 1 else 1
+        run_cl = self.channels * (kw if dw == 1 else 1)
+        return self.group == 1 and run_cl > run_cf
+
+    def column_rows(self):
+        """Length of one column (one group's receptive field): C / group * kh * kw."""
+        kh, kw = self.geom.kernel
+        return self.channels // self.group * kh * kw
+
+    # -- forward ---------------------------------------------------------------------------
+    def forward(self, bottom, top):
+        weights = self._weights_with_bias()
+        for index, (b, t) in enumerate(zip(bottom, top)):
+            x = b.data.reshape(self.num, self.channels, self.height, self.width)
+            y = t.data.reshape(self.num, self.num_output, self.out_h * self.out_w)
+            for start in range(0, self.num, self.chunk):
+                stop = min(start + self.chunk, self.num)
+                col = self._gather(index, x[start:stop])
+                if self.channels_last:
+                    out = self.ws.get("out", (col.shape[0], self.num_output))
+                    self.xp.matmul(col, weights, out=out)
+                    y[start:stop] = out.reshape(stop - start, -1, self.num_output) \
+                        .transpose(0, 2, 1)
+                else:
+                    g = self.group
+                    self.xp.matmul(weights, col, out=y[start:stop].reshape(
+                        stop - start, g, self.num_output // g, -1))
+
+    def _weights_with_bias(self):
+        """The weights as the GEMM wants them, with the bias appended as one more column."""
+        weight = self.blobs[0].data
+        g, k = self.group, self.column_rows()
+        if self.channels_last:
+            w = self.ws.get("weights", (k + self.bias_term, self.num_output))
+            kh, kw = self.geom.kernel
+            w[:k].reshape(kh, kw, self.channels, self.num_output)[...] = \
+                weight.transpose(2, 3, 1, 0)
+            if self.bias_term:
+                w[k] = self.blobs[1].data
+            return w
+        if not self.bias_term:
+            return weight.reshape(g, -1, k)
+        w = self.ws.get("weights", (g, self.num_output // g, k + 1))
+        w[..., :k] = weight.reshape(g, -1, k)
+        w[..., k] = self.blobs[1].data.reshape(g, -1)
+        return w
+
+    def _gather(self, index, x):
+        """im2col of the images x into bottom `index`'s column buffer, with the ones row."""
+        n = x.shape[0]
+        k, g, geom = self.column_rows(), self.group, self.geom
+        kh, kw = geom.kernel
+        oh, ow = self.out_h, self.out_w
+        ones = 1.0 if self.bias_term else None
+        pad_h, pad_w = geom.padded_shape(self.height, self.width)
+        if self.channels_last:
+            col = self.ws.get(("col", index), (n * oh * ow, k + self.bias_term), init=ones)
+            padded = self.ws.get("padded", (n, pad_h, pad_w, self.channels), init=0.0)
+            im2col_cl(self.xp, x, col[:, :k].reshape(n, oh, ow, kh, kw, self.channels),
+                      geom, padded)
+        else:
+            col = self.ws.get(("col", index), (n, g, k + self.bias_term, oh * ow), init=ones)
+            padded = None
+            if geom.pad != (0, 0):
+                padded = self.ws.get("padded", (n * g, self.channels // g, pad_h, pad_w),
+                                     init=0.0)
+            im2col_cf(self.xp, x.reshape(n * g, -1, self.height, self.width),
+                      col[:, :, :k].reshape(n * g, -1, kh, kw, oh, ow), geom, padded)
+        return col
+
+    # -- backward --------------------------------------------------------------------------
+    def backward(self, top, propagate_down, bottom):
+        prop = list(self.param_propagate_down) + [False] * len(self.blobs)
+        need_params = prop[0] or (self.bias_term and prop[1])
+        # Columns kept from forward are reused when the whole batch was one chunk.
+        kept = self.chunk >= self.num
+        for index, (b, t) in enumerate(zip(bottom, top)):
+            if not (need_params or propagate_down[index]):
+                continue
+            x = b.data.reshape(self.num, self.channels, self.height, self.width)
+            dy = t.diff.reshape(self.num, self.num_output, self.out_h * self.out_w)
+            dx = b.diff.reshape(x.shape)
+            for start in range(0, self.num, self.chunk):
+                stop = min(start + self.chunk, self.num)
+                if kept and need_params:
+                    col = self.ws.get(("col", index), self._column_shape(stop - start))
+                elif need_params:
+                    col = self._gather(index, x[start:stop])
+                if self.channels_last:
+                    self._backward_cl(col if need_params else None, dy[start:stop],
+                                      dx[start:stop] if propagate_down[index] else None, prop)
+                else:
+                    self._backward_cf(col if need_params else None, dy[start:stop],
+                                      dx[start:stop] if propagate_down[index] else None, prop)
+
+    def _column_shape(self, n):
+        k = self.column_rows() + self.bias_term
+        if self.channels_last:
+            return (n * self.out_h * self.out_w, k)
+        return (n, self.group, k, self.out_h * self.out_w)
+
+    def _accumulate(self, grad, prop):
+        """Add the GEMM's weight-and-bias gradient (weights layout, bias last) to the diffs."""
+        k = self.column_rows()
+        if prop[0]:
+            weight = self.blobs[0]
+            if self.channels_last:
+                kh, kw = self.geom.kernel
+                weight.diff += grad[:k].reshape(kh, kw, self.channels, self.num_output) \
+                    .transpose(3, 2, 0, 1)
+            else:
+                weight.diff += grad[..., :k].reshape(weight.shape)
+        if self.bias_term and prop[1]:
+            self.blobs[1].diff += grad[k] if self.channels_last \
+                else grad[..., k].reshape(self.num_output)
+
+    def _backward_cf(self, col, dy, dx, prop):
+        xp, g, k, geom = self.xp, self.group, self.column_rows(), self.geom
+        n = dy.shape[0]
+        dy = dy.reshape(n, g, self.num_output // g, -1)
+        if col is not None:
+            self._accumulate(xp.matmul(dy, col.transpose(0, 1, 3, 2)).sum(axis=0), prop)
+        if dx is not None:
+            kh, kw = geom.kernel
+            weight = self.blobs[0].data.reshape(g, -1, k)
+            dcol = self.ws.get("dcol", (n, g, k, self.out_h * self.out_w))
+            xp.matmul(weight.transpose(0, 2, 1), dy, out=dcol)
+            padded = None
+            if geom.pad != (0, 0):
+                padded = self.ws.get("padded_diff", (n * g, self.channels // g) +
+                                     geom.padded_shape(self.height, self.width))
+            col2im_cf(xp, dcol.reshape(n * g, -1, kh, kw, self.out_h, self.out_w),
+                      dx.reshape(n * g, -1, self.height, self.width), geom, padded)
+
+    def _backward_cl(self, col, dy, dx, prop):
+        xp, geom, c = self.xp, self.geom, self.channels
+        n, o = dy.shape[0], self.num_output
+        dy_rows = self.ws.get("dy_rows", (n * self.out_h * self.out_w, o))
+        dy_rows.reshape(n, -1, o)[...] = dy.transpose(0, 2, 1)
+        if col is not None:
+            self._accumulate(xp.matmul(col.T, dy_rows), prop)
+        if dx is not None:
+            kh, kw = geom.kernel
+            weight = self.ws.get("weights_by_offset", (kh * kw, o, c))
+            weight.reshape(kh, kw, o, c)[...] = self.blobs[0].data.transpose(2, 3, 0, 1)
+            dcol = self.ws.get("dcol", (kh * kw * dy_rows.shape[0] * c,)) \
+                .reshape(kh * kw, -1, c)
+            xp.matmul(dy_rows, weight, out=dcol)
+            padded = self.ws.get("padded_diff", (n,) + geom.padded_shape(
+                self.height, self.width) + (c,))
+            col2im_cl(xp, dcol.reshape(kh, kw, n, self.out_h, self.out_w, c), dx, geom, padded)

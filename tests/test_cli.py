@@ -1,0 +1,100 @@
+"""The `netkit` command as a user runs it: Caffe's flag spellings, one-line errors."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from netkit.tools.cli import normalize_argv, parse_gpus
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def netkit(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "netkit.tools.cli"] + list(args), cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_gflags_spellings_are_normalized():
+    assert normalize_argv(["train", "-solver", "s.prototxt", "-gpu=0", "--weights", "w", "-h"]) \
+        == ["train", "--solver", "s.prototxt", "--gpu=0", "--weights", "w", "-h"]
+
+
+@pytest.mark.parametrize("spec,ids", [("-1", []), ("", []), ("0", [0]), ("1,3", [1, 3])])
+def test_parse_gpus(spec, ids):
+    assert parse_gpus(spec) == ids
+
+
+def one_line_error(result):
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("netkit: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[-1]
+
+
+def test_gpu_without_a_usable_gpu_is_one_line():
+    try:
+        import cupy
+        cupy.cuda.runtime.getDeviceCount()
+        pytest.skip("a usable GPU is present")
+    except Exception:
+        pass
+    line = one_line_error(netkit("time", "-model", "examples/mnist/lenet.prototxt", "-gpu", "0"))
+    assert "GPU" in line
+
+
+def test_unknown_layer_type_lists_known_types(tmp_path):
+    net = tmp_path / "net.prototxt"
+    net.write_text('layer { name: "x" type: "Convolutoin" top: "y" }\n')
+    line = one_line_error(netkit("time", "--model=%s" % net))
+    assert "unknown layer type 'Convolutoin'" in line and "Convolution" in line
+    assert str(net) in line and "layer 'x'" in line
+
+
+def test_malformed_prototxt(tmp_path):
+    net = tmp_path / "net.prototxt"
+    net.write_text('layer {\n  name: "x"\n  type: "ReLU"\n  bottom "y"\n}\n')
+    line = one_line_error(netkit("time", "--model", str(net)))
+    assert "%s:4:" % net in line
+
+
+def test_solver_without_net(tmp_path):
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('base_lr: 0.01\nmax_iter: 10\n')
+    line = one_line_error(netkit("train", "-solver", str(solver)))
+    assert str(solver) in line and "no net" in line
+
+
+def test_missing_solver_file(tmp_path):
+    line = one_line_error(netkit("train", "--solver", str(tmp_path / "nope.prototxt")))
+    assert "nope.prototxt" in line
+
+
+def test_missing_lmdb_names_the_path(tmp_path):
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('net: "examples/mnist/lenet_train_test.prototxt"\nbase_lr: 0.01\n'
+                      'max_iter: 1\nsolver_mode: CPU\nsnapshot_prefix: "%s/x"\n' % tmp_path)
+    env_dir = tmp_path / "work"
+    env_dir.mkdir()
+    (env_dir / "examples").symlink_to(os.path.join(ROOT, "examples"))
+    # Run from a directory where examples/mnist/mnist_train_lmdb does not exist.
+    missing = os.path.join(ROOT, "examples", "mnist", "mnist_train_lmdb")
+    if os.path.exists(missing):
+        pytest.skip("the real MNIST LMDB exists here")
+    line = one_line_error(netkit("train", "--solver", str(solver), cwd=str(env_dir)))
+    assert "mnist_train_lmdb" in line
+
+
+def test_help_lists_commands():
+    out = netkit("--help").stdout
+    for cmd in ("train", "test", "time", "device_query", "convert_mnist_data"):
+        assert cmd in out
+
+
+def test_readme_test_command_is_what_ci_runs():
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    with open(os.path.join(ROOT, ".ci", "run")) as f:
+        ci = [l for l in f.read().splitlines() if l.startswith("python3 -m venv")]
+    assert len(ci) == 1 and ("    " + ci[0]) in readme.splitlines()
