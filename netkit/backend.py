@@ -28,8 +28,8 @@ class Backend:
         return np.array(host, dtype=dtype, copy=True)
 
     def asnumpy(self, arr):
-        """Array on this backend -> host numpy array."""
-        return np.asarray(arr)
+        """Array on this backend -> a new host numpy array (never an alias, on any backend)."""
+        return np.array(arr, copy=True)
 
     def synchronize(self):
         pass

@@ -25,7 +25,7 @@ sum prod mean var std max min amax amin argmax argmin argsort sort cumsum dot te
 matmul einsum outer inner isnan isinf isfinite all any logical_and logical_or logical_not
 equal not_equal greater greater_equal less less_equal unique count_nonzero allclose
 bincount searchsorted result_type can_cast
-random lib
+random lib asnumpy
 """.split())
 
 _HOST_OK = (int, float, bool, complex, np.generic, type(None), str, slice, type(Ellipsis))
@@ -36,6 +36,9 @@ class DeviceArray(np.ndarray):
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         _refuse_host(ufunc.__name__, inputs + tuple(kwargs.get("out", ()) or ()))
+        if any(isinstance(x, (list, tuple)) for x in inputs):
+            raise TypeError("%s: unsupported type list/tuple mixed with a device array"
+                            % ufunc.__name__)
         args = [_host_view(x) for x in inputs]
         if "out" in kwargs:
             kwargs["out"] = tuple(_host_view(x) for x in kwargs["out"])
@@ -67,6 +70,20 @@ class DeviceArray(np.ndarray):
 
     def tolist(self):
         raise TypeError("tolist() would copy a device array to the host; use backend.asnumpy()")
+
+    def dot(self, other, out=None):
+        _refuse_host("dot", (other, out))
+        return _device(np.dot(self.view(np.ndarray), _unwrap(other)))
+
+    # CuPy keeps these results on the device (0-d or index arrays), numpy returns host ones.
+    def argmax(self, *args, **kwargs):
+        return _device(np.ndarray.argmax(self.view(np.ndarray), *args, **kwargs))
+
+    def argmin(self, *args, **kwargs):
+        return _device(np.ndarray.argmin(self.view(np.ndarray), *args, **kwargs))
+
+    def nonzero(self):
+        return _device(np.ndarray.nonzero(self.view(np.ndarray)))
 
     def get(self):
         return np.array(self.view(np.ndarray), copy=True)
@@ -119,7 +136,12 @@ def _device(out):
 
 
 def _wrap_function(fn):
+    is_ufunc = isinstance(fn, np.ufunc)
+
     def call(*args, **kwargs):
+        if is_ufunc and any(isinstance(x, (list, tuple)) for x in args):
+            raise TypeError("%s: unsupported type list/tuple (CuPy ufuncs take arrays and "
+                            "scalars only)" % fn.__name__)
         _refuse_host(fn.__name__, _flatten(args) + _flatten(tuple(kwargs.values())))
         return _device(fn(*_unwrap(args), **_unwrap(kwargs)))
     call.__name__ = fn.__name__
@@ -158,11 +180,9 @@ def _array(a, dtype=None, copy=True):
 def _build_module():
     mod = types.ModuleType("netkit.fakegpu.module", "numpy behind CuPy's rules")
     for name in CUPY_NAMES:
-        if name in ("random", "lib", "array", "asarray"):
+        if name in ("random", "lib", "array", "asarray", "asnumpy") or not hasattr(np, name):
             continue
-        obj = getattr(np, name, None)
-        if obj is None:
-            continue
+        obj = getattr(np, name)
         if callable(obj) and not isinstance(obj, type):
             obj = _wrap_function(obj)
         setattr(mod, name, obj)

@@ -75,7 +75,7 @@ def bilinear(param, shape):
     if len(shape) != 4 or shape[2] != shape[3]:
         raise ValueError("bilinear filler needs a 4-D blob with square kernels, got %s" % (shape,))
     f = np.ceil(shape[3] / 2.0)
-    c = (2 * f - 1 - f % 2) / (2.0 * f)
+    c = (shape[3] - 1) / (2.0 * f)
     ramp = 1 - np.abs(np.arange(shape[3]) / f - c)
     kernel = np.outer(ramp, ramp).astype(np.float32)
     return np.broadcast_to(kernel, shape).copy()

@@ -210,11 +210,6 @@ def test_bilinear_matches_caffe_formula_for_upsampling_kernels(k):
         np.testing.assert_allclose(kernel, caffe_bilinear(k), rtol=0, atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "netkit/fillers.py bilinear uses the centre (2f - 1 - f % 2) / (2f) that Caffe replaced "
-    "by (k - 1) / (2f) in 2017 (BVLC/caffe 888597e, 'Fixed bilinear filler', which added "
-    "tests for k = 6 and 7): they differ when k % 4 is 2 or 3, where netkit's kernels are "
-    "off-centre, e.g. [0.25, 0.75, 0.75] per axis for k = 3 instead of [0.5, 1, 0.5]"))
 @pytest.mark.parametrize("k", [2, 3, 6, 7])
 def test_bilinear_other_kernels_are_centred_as_in_caffe(k):
     data = fill(filler('type: "bilinear"'), (2, 1, k, k))

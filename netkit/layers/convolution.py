@@ -218,18 +218,15 @@ class ConvolutionLayer(Layer):
             x = b.data.reshape(self.num, self.channels, self.height, self.width)
             dy = t.diff.reshape(self.num, self.num_output, self.out_h * self.out_w)
             dx = b.diff.reshape(x.shape)
+            step = self._backward_cl if self.channels_last else self._backward_cf
             for start in range(0, self.num, self.chunk):
                 stop = min(start + self.chunk, self.num)
-                if kept and need_params:
+                col = None
+                if need_params and kept:
                     col = self.ws.get(("col", index), self._column_shape(stop - start))
                 elif need_params:
                     col = self._gather(index, x[start:stop])
-                if self.channels_last:
-                    self._backward_cl(col if need_params else None, dy[start:stop],
-                                      dx[start:stop] if propagate_down[index] else None, prop)
-                else:
-                    self._backward_cf(col if need_params else None, dy[start:stop],
-                                      dx[start:stop] if propagate_down[index] else None, prop)
+                step(col, dy[start:stop], dx[start:stop] if propagate_down[index] else None, prop)
 
     def _column_shape(self, n):
         k = self.column_rows() + self.bias_term

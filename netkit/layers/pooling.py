@@ -198,7 +198,7 @@ class PoolingLayer(Layer):
                 hit = xp.equal(self.positions, self.argmax.reshape(num, channels, 1))
                 xp.multiply(hit, column, out=flat)
             else:
-                xp.divide(column, self.pool_size, out=flat)
+                flat[...] = column / self.pool_size
             return
         target = dx
         if self.buffered:

@@ -240,6 +240,7 @@ class Solver(abc.ABC):
             self.test(i)
 
     def test(self, i):
+        """Run test net i for test_iter batches; log and return each output's mean."""
         p = self.param
         logger.info("Iteration %d, Testing net (#%d)", self.iter, i)
         net = self.test_nets[i]
@@ -266,9 +267,9 @@ class Solver(abc.ABC):
             return
         if p.test_compute_loss:
             logger.info("Test loss: %s", fmt(loss / p.test_iter[i]))
-        if scores is not None:
-            self._log_outputs(net, "Test", {n: v / p.test_iter[i] for n, v in scores.items()})
-        return scores
+        means = {n: v / p.test_iter[i] for n, v in (scores or {}).items()}
+        self._log_outputs(net, "Test", means)
+        return means
 
     def share_trained_layers(self, net):
         """Point the test net's parameter blobs at the train net's (Caffe shares by name)."""
@@ -282,6 +283,11 @@ class Solver(abc.ABC):
                     raise NetkitError("test net layer '%s' parameter shape %s differs from the "
                                       "train net's %s" % (name, mine.shape, theirs.shape))
                 mine.data = theirs.data
+
+    def close(self):
+        """Stop the data layers' prefetch threads of every net."""
+        for net in [self.net] + self.test_nets:
+            net.close()
 
     # -- the update ------------------------------------------------------------------------
     def get_learning_rate(self):

@@ -128,8 +128,7 @@ def train(solver, snapshot, weights, gpu, backend, level, stage, sigint_effect, 
     try:
         s.solve(snapshot or None)
     finally:
-        for net in [s.net] + s.test_nets:
-            net.close()
+        s.close()
 
 
 def get_solver_from(param, source, backend):
