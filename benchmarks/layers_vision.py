@@ -119,21 +119,29 @@ def clock(fn):
     return 1e3 * (time.perf_counter() - t)
 
 
-def report(batch, iters):
-    """Medians of netkit forward, backward and PyTorch forward+backward, timed in turns so
-    that both see the same load on the machine."""
+def report(batch, iters, rounds=5):
+    """Medians of netkit forward, backward and PyTorch forward+backward. The two alternate
+    in blocks of iters / rounds steps: blocks, not single steps, because OpenBLAS's and
+    PyTorch's thread pools slow each other down when their calls interleave closely."""
     nk, th = netkit_steps(batch), torch_steps(batch)
     print("%-6s %9s %9s %11s %11s %7s" % ("layer", "nk fwd", "nk bwd", "nk fwd+bwd",
                                           "torch f+b", "ratio"))
+    block = max(1, iters // rounds)
     for name in [n for n, _ in LAYERS] + ["total"]:
         forward, backward = nk[name]
-        samples = []
-        for i in range(iters + 10):
-            sample = (clock(forward), clock(backward), clock(th[name]))
-            if i >= 10:
-                samples.append(sample)
-        fwd, bwd, ref = (statistics.median(s) for s in zip(*samples))
-        both = statistics.median(f + b for f, b, _ in samples)
+        ours, theirs = [], []
+        for _ in range(rounds):
+            for i in range(block + 3):
+                sample = (clock(forward), clock(backward))
+                if i >= 3:
+                    ours.append(sample)
+            for i in range(block + 3):
+                sample = clock(th[name])
+                if i >= 3:
+                    theirs.append(sample)
+        fwd, bwd = (statistics.median(s) for s in zip(*ours))
+        both = statistics.median(f + b for f, b in ours)
+        ref = statistics.median(theirs)
         print("%-6s %9.3f %9.3f %11.3f %11.3f %7.2f" % (name, fwd, bwd, both, ref, both / ref),
               flush=True)
 

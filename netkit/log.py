@@ -30,3 +30,8 @@ def setup_logging(stream=None, level=logging.INFO):
 def fmt(x):
     """A number as C++ iostreams print it by default (6 significant digits)."""
     return "%g" % x
+
+
+def loss_suffix(weight, value):
+    """Caffe's ' (* w = w*v loss)' note after an output that carries a loss weight."""
+    return " (* %s = %s loss)" % (fmt(weight), fmt(weight * value)) if weight else ""

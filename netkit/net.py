@@ -15,6 +15,7 @@ from .backend import get_backend
 from .blob import Blob
 from .errors import NetkitError
 from .layer import TRAIN, TEST, LayerSetupError
+from .log import logger
 from .protoio import load_net_param
 from .registry import UnknownTypeError, layers as layer_registry
 
@@ -118,12 +119,20 @@ class Net:
                     self.blobs[name] = blob
                 top.append(blob)
                 available[name] = True
+            logger.info("Creating Layer %s", lp.name)
+            for name in lp.bottom:
+                logger.info("%s <- %s", lp.name, name)
+            for name in lp.top:
+                logger.info("%s -> %s", lp.name, name)
             try:
                 layer.check_arity(bottom, top)
                 layer.setup(bottom, top)
                 layer.reshape(bottom, top)
             except (LayerSetupError, ValueError) as e:
                 raise NetkitError("%s: %s" % (where, e)) from None
+            logger.info("Setting up %s", lp.name)
+            for blob in top:
+                logger.info("Top shape: %s", blob.shape_string())
             self.layers.append(layer)
             self.layer_names.append(lp.name)
             self.bottom_vecs.append(bottom)
@@ -149,7 +158,13 @@ class Net:
                 blob_need_backward[name] = layer_need or blob_need_backward.get(name, False)
 
         self._prune_backward(param)
+        for name, need in reversed(list(zip(self.layer_names, self.layer_need_backward))):
+            logger.info("%s %s backward computation.", name,
+                        "needs" if need else "does not need")
         self.outputs = list(available)
+        for name in self.outputs:
+            logger.info("This network produces output %s", name)
+        logger.info("Network initialization done.")
         self.inputs = [self.top_names[i][0] for i, l in enumerate(self.layers)
                        if l.type == "Input" and self.top_names[i]]
 

@@ -72,18 +72,30 @@ def test_missing_solver_file(tmp_path):
 
 
 def test_missing_lmdb_names_the_path(tmp_path):
+    net = open(os.path.join(ROOT, "examples", "mnist", "lenet_train_test.prototxt")).read()
+    (tmp_path / "net.prototxt").write_text(net.replace("examples/mnist", str(tmp_path)))
     solver = tmp_path / "solver.prototxt"
-    solver.write_text('net: "examples/mnist/lenet_train_test.prototxt"\nbase_lr: 0.01\n'
-                      'max_iter: 1\nsolver_mode: CPU\nsnapshot_prefix: "%s/x"\n' % tmp_path)
-    env_dir = tmp_path / "work"
-    env_dir.mkdir()
-    (env_dir / "examples").symlink_to(os.path.join(ROOT, "examples"))
-    # Run from a directory where examples/mnist/mnist_train_lmdb does not exist.
-    missing = os.path.join(ROOT, "examples", "mnist", "mnist_train_lmdb")
-    if os.path.exists(missing):
-        pytest.skip("the real MNIST LMDB exists here")
-    line = one_line_error(netkit("train", "--solver", str(solver), cwd=str(env_dir)))
-    assert "mnist_train_lmdb" in line
+    solver.write_text('net: "%s/net.prototxt"\nbase_lr: 0.01\nmax_iter: 1\n' % tmp_path)
+    line = one_line_error(netkit("train", "--solver", str(solver)))
+    assert str(tmp_path / "mnist_train_lmdb") in line
+
+
+def test_missing_hdf5_list_names_the_path(tmp_path):
+    net = tmp_path / "net.prototxt"
+    net.write_text('layer { name: "d" type: "HDF5Data" top: "data" top: "label"\n'
+                   '  hdf5_data_param { source: "%s/nope.txt" batch_size: 2 } }\n' % tmp_path)
+    line = one_line_error(netkit("time", "--model", str(net)))
+    assert str(tmp_path / "nope.txt") in line
+
+
+def test_weights_that_do_not_fit_say_rename(tmp_path):
+    small = open(os.path.join(ROOT, "examples", "mnist", "lenet.prototxt")).read()
+    from netkit import TEST, Net
+    Net(small, TEST).save(str(tmp_path / "w.caffemodel"))
+    (tmp_path / "big.prototxt").write_text(small.replace("num_output: 500", "num_output: 400"))
+    line = one_line_error(netkit("test", "--model", str(tmp_path / "big.prototxt"),
+                                 "--weights", str(tmp_path / "w.caffemodel")))
+    assert "layer 'ip1'" in line and "rename the layer" in line
 
 
 def test_help_lists_commands():

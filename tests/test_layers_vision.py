@@ -75,10 +75,14 @@ CONV_CASES = {
                  dict(padding=2, dilation=2), False),
     "groups": ((2, 6, 7, 7), 4, "kernel_size: 3 group: 2 pad: 1", dict(padding=1, groups=2),
                False),
+    "groups_cl": ((2, 12, 4, 4), 4, "kernel_size: 3 group: 2 pad: 1", dict(padding=1, groups=2),
+                  True),
     "depthwise": ((2, 4, 6, 6), 4, "kernel_size: 3 group: 4", dict(groups=4), False),
     "tiles_cl": ((2, 6, 8, 6), 3, "kernel_size: 2 stride: 2", dict(stride=2), True),
     "tiles_cf": ((2, 2, 9, 12), 4, "kernel_size: 3 stride: 3 group: 2", dict(stride=3, groups=2),
                  False),
+    "tiles_groups_cl": ((2, 8, 6, 6), 4, "kernel_size: 2 stride: 2 group: 2",
+                        dict(stride=2, groups=2), True),
     "one_by_one": ((2, 5, 4, 3), 6, "kernel_size: 1", {}, True),
 }
 
@@ -114,7 +118,8 @@ def test_convolution_without_bias_and_in_chunks(backend, monkeypatch):
     """No bias blob; a column budget of under one image forces one chunk per image."""
     x = rand(3, 4, 7, 6)
     for channels_last, params in ((False, "kernel_size: 3 pad: 1 group: 2"),
-                                  (True, "kernel_size: 3 pad: 1")):
+                                  (True, "kernel_size: 3 pad: 1"),
+                                  (True, "kernel_size: 3 pad: 1 stride: 2 group: 2")):
         monkeypatch.setattr(convolution, "COLUMN_BUDGET", 10)
         layer = make_layer(conv_text(4, params, bias=False), backend)
         probe = tops(backend, 1)
@@ -123,8 +128,9 @@ def test_convolution_without_bias_and_in_chunks(backend, monkeypatch):
         dy = rand(*probe[0].shape)
         (y,), (dx,), grads = forward_backward(layer, backend, [x], [dy])
         groups = 2 if "group" in params else 1
+        stride = 2 if "stride" in params else 1
         y_ref, dx_ref, grads_ref = torch_conv(x, backend.asnumpy(layer.blobs[0].data), None,
-                                              dy, dict(padding=1, groups=groups))
+                                              dy, dict(padding=1, groups=groups, stride=stride))
         assert_close(y, y_ref)
         assert_close(dx, dx_ref)
         assert_close(grads[0], grads_ref[0])
@@ -179,28 +185,34 @@ def test_convolution_leading_axes_before_channel_axis(backend):
     assert_close(grads[0], grads_ref[0])
 
 
-def test_convolution_param_diffs_accumulate(backend):
-    x = rand(2, 2, 5, 5)
+@pytest.mark.parametrize("shape", [(2, 1, 6, 6), (2, 6, 4, 4)])   # both column layouts
+def test_convolution_param_diffs_accumulate(backend, shape):
+    """A second backward (no forward between) adds the same gradients again."""
     layer = make_layer(conv_text(3, "kernel_size: 3"), backend)
-    bottom, top = blobs(backend, x), tops(backend, 1)
+    bottom, top = blobs(backend, rand(*shape)), tops(backend, 1)
     run_forward(layer, bottom, top)
     top[0].diff[...] = backend.asarray(rand(*top[0].shape))
-    layer.backward(top, [False], bottom)
+    layer.backward(top, [True], bottom)
     once = [backend.asnumpy(p.diff).copy() for p in layer.blobs]
-    layer.backward(top, [False], bottom)
+    dx = backend.asnumpy(bottom[0].diff).copy()
+    layer.backward(top, [True], bottom)
     for p, g in zip(layer.blobs, once):
         assert_close(backend.asnumpy(p.diff), 2 * g)
+    assert_close(backend.asnumpy(bottom[0].diff), dx)
 
 
-@pytest.mark.parametrize("shape,params", [
-    ((2, 1, 6, 7), "kernel_size: 3 pad: 1 stride: 2"),                  # channels-first
-    ((2, 6, 5, 5), "kernel_size: 3 pad: 1"),                            # channels-last
-    ((2, 4, 6, 6), "kernel_size: 2 stride: 2 dilation: 1 group: 2"),    # tiling, groups
-    ((1, 2, 7, 7), "kernel_h: 3 kernel_w: 2 dilation: 2 pad_h: 1 pad_w: 0"),
+@pytest.mark.parametrize("shape,params,channels_last", [
+    ((2, 1, 6, 7), "kernel_size: 3 pad: 1", False),
+    ((2, 6, 5, 5), "kernel_size: 3 pad: 1 stride: 2", True),
+    ((2, 4, 6, 6), "kernel_size: 2 stride: 2 group: 2", True),          # tiling
+    ((1, 10, 4, 4), "kernel_size: 3 pad: 1 group: 2", True),
+    ((1, 4, 7, 7), "kernel_h: 3 kernel_w: 2 dilation: 2 pad_h: 1 group: 2", False),
 ])
-def test_convolution_gradient(backend, shape, params):
-    layer = make_layer(conv_text(3 if "group" not in params else 4, params), backend)
-    check_gradient(layer, blobs(backend, rand(*shape)), tops(backend, 1), max_checks=60)
+def test_convolution_gradient(backend, shape, params, channels_last):
+    layer = make_layer(conv_text(4, params), backend)
+    bottom, top = blobs(backend, rand(*shape)), tops(backend, 1)
+    check_gradient(layer, bottom, top, max_checks=60)
+    assert layer.channels_last == channels_last
 
 
 @pytest.mark.parametrize("params,message", [
@@ -515,6 +527,38 @@ def test_lrn_gradient(backend, region, size):
                        'norm_region: %s }' % (size, region), backend)
     check_gradient(layer, blobs(backend, rand(2, 6, 4, 3)), tops(backend, 1), stepsize=1e-2,
                    threshold=1e-2, max_checks=60)
+
+
+# ------------------------------------------------------------- OpenCV's Caffe importer
+
+OPENCV_CASES = [
+    ('type: "LRN" lrn_param { local_size: 5 alpha: 0.3 beta: 0.75 }', (2, 7, 5, 6)),
+    # Caffe's WITHIN_CHANNEL composition uses shift 1: k must have no effect.
+    ('type: "LRN" lrn_param { local_size: 3 alpha: 0.7 beta: 0.6 k: 5 '
+     'norm_region: WITHIN_CHANNEL }', (2, 3, 6, 5)),
+    ('type: "Pooling" pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 }', (2, 3, 6, 5)),
+    ('type: "Pooling" pooling_param { pool: AVE kernel_size: 3 stride: 2 }', (2, 3, 8, 8)),
+    ('type: "Pooling" pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 2 }', (1, 2, 3, 3)),
+    ('type: "Pooling" pooling_param { pool: AVE kernel_h: 4 kernel_w: 3 stride_h: 2 '
+     'stride_w: 3 pad_h: 3 pad_w: 2 }', (2, 2, 7, 6)),
+    ('type: "Pooling" pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 }', (2, 3, 7, 9)),
+    ('type: "Pooling" pooling_param { pool: AVE global_pooling: true }', (2, 3, 5, 4)),
+]
+
+
+@pytest.mark.parametrize("text,shape", OPENCV_CASES)
+def test_matches_opencv_caffe_importer(backend, tmp_path, text, shape):
+    """OpenCV's dnn module reimplements Caffe's layers; a weightless net runs from text."""
+    cv2 = pytest.importorskip("cv2", reason="opencv-python-headless<5 has the Caffe importer")
+    x = rand(*shape)
+    (y,) = run_forward(make_layer(text, backend), blobs(backend, x), tops(backend, 1))
+    path = tmp_path / "net.prototxt"
+    path.write_text('input: "data" input_shape { dim: %d dim: %d dim: %d dim: %d }\n'
+                    'layer { name: "l" bottom: "data" top: "out" %s }\n' % (shape + (text,)))
+    net = cv2.dnn.readNetFromCaffe(str(path))
+    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    net.setInput(x)
+    assert_close(y, net.forward())
 
 
 def test_lrn_errors(backend):

@@ -1,4 +1,4 @@
-"""Convolution: Caffe's 2-d convolution, as im2col plus one matrix product per batch.
+"""Convolution: Caffe's 2-d convolution, as im2col plus matrix products over whole batches.
 
 Blobs: weight (num_output, channels / group, kernel_h, kernel_w) and, with bias_term, bias
 (num_output,). The output size rounds down: (H + 2 pad - (dilation (kernel - 1) + 1)) //
@@ -9,9 +9,10 @@ How it is fast on numpy: the columns of the whole batch are gathered with one st
 into a buffer kept across iterations, and the bias rides in the matrix product as one more
 column of the weights against a row of ones that lives in the column buffer. The column
 layout (ops.im2col) is picked per layer from the shapes: channels-first for few input
-channels, where each image is one product against the weights, and channels-last (one
-product for the whole batch) for many. Batches whose columns would exceed COLUMN_BUDGET
-elements are processed in chunks of images.
+channels per group and wide outputs, where each image is one product against the weights
+(still one array call), and channels-last, one product per group for the whole batch,
+otherwise. Batches whose columns would exceed COLUMN_BUDGET elements are processed in
+chunks of images.
 """
 from ..fillers import fill
 from ..layer import Layer, LayerSetupError
@@ -71,7 +72,8 @@ class ConvolutionLayer(Layer):
         stride = spatial_pair(p, "stride", "stride", 1)
         pad = spatial_pair(p, "pad", "pad", 0)
         dilation = spatial_pair(p, "dilation", None, 1)
-        for name, pair in (("kernel_size", kernel), ("stride", stride), ("dilation", dilation)):
+        for name, pair in (("kernel_size (or kernel_h/kernel_w)", kernel),
+                           ("stride (or stride_h/stride_w)", stride), ("dilation", dilation)):
             if min(pair) < 1:
                 raise LayerSetupError("convolution_param %s must be positive, got %s"
                                       % (name, pair))
@@ -101,6 +103,8 @@ class ConvolutionLayer(Layer):
             self.param_propagate_down = [True] * len(self.blobs)
         self.ws = Workspace(self.xp)
         self._plan = None
+        # Bottoms whose column buffer holds the columns of the last forward (whole batch).
+        self._fresh = set()
 
     def reshape(self, bottom, top):
         shape = bottom[0].shape
@@ -128,6 +132,7 @@ class ConvolutionLayer(Layer):
         if plan != self._plan:
             self._plan = plan
             self.ws.clear()
+            self._fresh.clear()
             self.num, self.height, self.width, self.out_h, self.out_w = plan
             self.channels_last = self._prefer_channels_last()
             per_image = (self.column_rows() + 1) * self.group * out_h * out_w
@@ -137,8 +142,8 @@ class ConvolutionLayer(Layer):
         """Pick the im2col layout whose strided copy moves the longer contiguous runs."""
         (_, kw), (_, sw), (_, dw) = self.geom.kernel, self.geom.stride, self.geom.dilation
         run_cf = self.out_w if sw == 1 else 1
-        run_cl = self.channels * (kw if dw == 1 else 1)
-        return self.group == 1 and run_cl > run_cf
+        run_cl = self.channels // self.group * (kw if dw == 1 and self.group == 1 else 1)
+        return run_cl > run_cf
 
     def column_rows(self):
         """Length of one column (one group's receptive field): C / group * kh * kw."""
@@ -147,118 +152,144 @@ class ConvolutionLayer(Layer):
 
     # -- forward ---------------------------------------------------------------------------
     def forward(self, bottom, top):
+        xp, g, o = self.xp, self.group, self.num_output
         weights = self._weights_with_bias()
         for index, (b, t) in enumerate(zip(bottom, top)):
             x = b.data.reshape(self.num, self.channels, self.height, self.width)
-            y = t.data.reshape(self.num, self.num_output, self.out_h * self.out_w)
+            y = t.data.reshape(self.num, g, o // g, self.out_h * self.out_w)
             for start in range(0, self.num, self.chunk):
                 stop = min(start + self.chunk, self.num)
                 col = self._gather(index, x[start:stop])
+                if self.chunk >= self.num:
+                    self._fresh.add(index)
                 if self.channels_last:
-                    out = self.ws.get("out", (col.shape[0], self.num_output))
-                    self.xp.matmul(col, weights, out=out)
-                    y[start:stop] = out.reshape(stop - start, -1, self.num_output) \
-                        .transpose(0, 2, 1)
+                    # (G, n * OH * OW, K) . (G, K, O / G), then back to (n, O, OH * OW).
+                    out = self._scratch("out", (g, col.shape[1], o // g))
+                    xp.matmul(col, weights, out=out)
+                    y[start:stop] = out.reshape(g, stop - start, -1, o // g).transpose(1, 0, 3, 2)
                 else:
-                    g = self.group
-                    self.xp.matmul(weights, col, out=y[start:stop].reshape(
-                        stop - start, g, self.num_output // g, -1))
+                    # (G, O / G, K) . (n, G, K, OH * OW), straight into the top.
+                    xp.matmul(weights, col, out=y[start:stop])
 
     def _weights_with_bias(self):
         """The weights as the GEMM wants them, with the bias appended as one more column."""
         weight = self.blobs[0].data
-        g, k = self.group, self.column_rows()
+        g, k, o = self.group, self.column_rows(), self.num_output
         if self.channels_last:
-            w = self.ws.get("weights", (k + self.bias_term, self.num_output))
+            w = self.ws.get("weights", (g, k + self.bias_term, o // g))
             kh, kw = self.geom.kernel
-            w[:k].reshape(kh, kw, self.channels, self.num_output)[...] = \
-                weight.transpose(2, 3, 1, 0)
+            w[:, :k].reshape(g, kh, kw, -1, o // g)[...] = \
+                weight.reshape(g, o // g, -1, kh, kw).transpose(0, 3, 4, 2, 1)
             if self.bias_term:
-                w[k] = self.blobs[1].data
+                w[:, k] = self.blobs[1].data.reshape(g, -1)
             return w
         if not self.bias_term:
             return weight.reshape(g, -1, k)
-        w = self.ws.get("weights", (g, self.num_output // g, k + 1))
+        w = self.ws.get("weights", (g, o // g, k + 1))
         w[..., :k] = weight.reshape(g, -1, k)
         w[..., k] = self.blobs[1].data.reshape(g, -1)
         return w
 
+    def _scratch(self, name, shape):
+        """A contiguous scratch array of `shape`, the prefix of one flat buffer."""
+        size = 1
+        for d in shape:
+            size *= d
+        return self.ws.get(name, (size,)).reshape(shape)
+
+    def _in_column_buffer(self, index, shape):
+        """A contiguous array of `shape` in bottom `index`'s column buffer. The buffer holds
+        the columns, and in backward, once the weight gradient has used them, the column
+        gradient: sharing one buffer keeps the working set (and cache misses) down."""
+        full = self.chunk * self.group * (self.column_rows() + self.bias_term) \
+            * self.out_h * self.out_w
+        size = 1
+        for d in shape:
+            size *= d
+        return self.ws.get(("col", index), (full,))[:size].reshape(shape)
+
+    def _columns(self, index, n):
+        """Bottom `index`'s columns for n images: (G, n * OH * OW, K + bias) channels-last,
+        (n, G, K + bias, OH * OW) channels-first."""
+        k, positions = self.column_rows() + self.bias_term, self.out_h * self.out_w
+        if self.channels_last:
+            return self._in_column_buffer(index, (self.group, n * positions, k))
+        return self._in_column_buffer(index, (n, self.group, k, positions))
+
     def _gather(self, index, x):
-        """im2col of the images x into bottom `index`'s column buffer, with the ones row."""
+        """im2col of the images x into bottom `index`'s column buffer, with a row (or
+        column) of ones under the bias."""
         n = x.shape[0]
         k, g, geom = self.column_rows(), self.group, self.geom
         kh, kw = geom.kernel
         oh, ow = self.out_h, self.out_w
-        ones = 1.0 if self.bias_term else None
         pad_h, pad_w = geom.padded_shape(self.height, self.width)
+        col = self._columns(index, n)
+        self._fresh.discard(index)
         if self.channels_last:
-            col = self.ws.get(("col", index), (n * oh * ow, k + self.bias_term), init=ones)
             padded = self.ws.get("padded", (n, pad_h, pad_w, self.channels), init=0.0)
-            im2col_cl(self.xp, x, col[:, :k].reshape(n, oh, ow, kh, kw, self.channels),
-                      geom, padded)
+            im2col_cl(self.xp, x, col[:, :, :k].reshape(g, n, oh, ow, kh, kw, -1), geom, padded)
+            if self.bias_term:
+                col[:, :, k] = 1.0
         else:
-            col = self.ws.get(("col", index), (n, g, k + self.bias_term, oh * ow), init=ones)
             padded = None
             if geom.pad != (0, 0):
                 padded = self.ws.get("padded", (n * g, self.channels // g, pad_h, pad_w),
                                      init=0.0)
             im2col_cf(self.xp, x.reshape(n * g, -1, self.height, self.width),
                       col[:, :, :k].reshape(n * g, -1, kh, kw, oh, ow), geom, padded)
+            if self.bias_term:
+                col[:, :, k] = 1.0
         return col
 
     # -- backward --------------------------------------------------------------------------
     def backward(self, top, propagate_down, bottom):
         prop = list(self.param_propagate_down) + [False] * len(self.blobs)
         need_params = prop[0] or (self.bias_term and prop[1])
-        # Columns kept from forward are reused when the whole batch was one chunk.
-        kept = self.chunk >= self.num
+        step = self._backward_cl if self.channels_last else self._backward_cf
         for index, (b, t) in enumerate(zip(bottom, top)):
             if not (need_params or propagate_down[index]):
                 continue
             x = b.data.reshape(self.num, self.channels, self.height, self.width)
-            dy = t.diff.reshape(self.num, self.num_output, self.out_h * self.out_w)
+            dy = t.diff.reshape(self.num, self.group, -1, self.out_h * self.out_w)
             dx = b.diff.reshape(x.shape)
-            step = self._backward_cl if self.channels_last else self._backward_cf
             for start in range(0, self.num, self.chunk):
                 stop = min(start + self.chunk, self.num)
                 col = None
-                if need_params and kept:
-                    col = self.ws.get(("col", index), self._column_shape(stop - start))
-                elif need_params:
-                    col = self._gather(index, x[start:stop])
-                step(col, dy[start:stop], dx[start:stop] if propagate_down[index] else None, prop)
-
-    def _column_shape(self, n):
-        k = self.column_rows() + self.bias_term
-        if self.channels_last:
-            return (n * self.out_h * self.out_w, k)
-        return (n, self.group, k, self.out_h * self.out_w)
+                if need_params:
+                    # Forward's columns are still there when the batch was one chunk.
+                    col = self._columns(index, self.num) if index in self._fresh \
+                        else self._gather(index, x[start:stop])
+                step(index, col, dy[start:stop],
+                     dx[start:stop] if propagate_down[index] else None, prop)
 
     def _accumulate(self, grad, prop):
-        """Add the GEMM's weight-and-bias gradient (weights layout, bias last) to the diffs."""
-        k = self.column_rows()
+        """Add the GEMM's (G, K + bias, O / G) or (G, O / G, K + bias) weight gradient, bias
+        last along K, to the diffs."""
+        k, g = self.column_rows(), self.group
         if prop[0]:
             weight = self.blobs[0]
             if self.channels_last:
                 kh, kw = self.geom.kernel
-                weight.diff += grad[:k].reshape(kh, kw, self.channels, self.num_output) \
-                    .transpose(3, 2, 0, 1)
+                weight.diff += grad[:, :k].reshape(g, kh, kw, -1, self.num_output // g) \
+                    .transpose(0, 4, 3, 1, 2).reshape(weight.shape)
             else:
                 weight.diff += grad[..., :k].reshape(weight.shape)
         if self.bias_term and prop[1]:
-            self.blobs[1].diff += grad[k] if self.channels_last \
-                else grad[..., k].reshape(self.num_output)
+            bias = grad[:, k] if self.channels_last else grad[..., k]
+            self.blobs[1].diff += bias.reshape(self.num_output)
 
-    def _backward_cf(self, col, dy, dx, prop):
+    def _backward_cf(self, index, col, dy, dx, prop):
+        """col (n, G, K, OH * OW), dy (n, G, O / G, OH * OW): one product per image."""
         xp, g, k, geom = self.xp, self.group, self.column_rows(), self.geom
         n = dy.shape[0]
-        dy = dy.reshape(n, g, self.num_output // g, -1)
         if col is not None:
             self._accumulate(xp.matmul(dy, col.transpose(0, 1, 3, 2)).sum(axis=0), prop)
         if dx is not None:
             kh, kw = geom.kernel
             weight = self.blobs[0].data.reshape(g, -1, k)
-            dcol = self.ws.get("dcol", (n, g, k, self.out_h * self.out_w))
+            dcol = self._in_column_buffer(index, (n, g, k, self.out_h * self.out_w))
+            self._fresh.discard(index)
             xp.matmul(weight.transpose(0, 2, 1), dy, out=dcol)
             padded = None
             if geom.pad != (0, 0):
@@ -267,20 +298,25 @@ class ConvolutionLayer(Layer):
             col2im_cf(xp, dcol.reshape(n * g, -1, kh, kw, self.out_h, self.out_w),
                       dx.reshape(n * g, -1, self.height, self.width), geom, padded)
 
-    def _backward_cl(self, col, dy, dx, prop):
-        xp, geom, c = self.xp, self.geom, self.channels
-        n, o = dy.shape[0], self.num_output
-        dy_rows = self.ws.get("dy_rows", (n * self.out_h * self.out_w, o))
-        dy_rows.reshape(n, -1, o)[...] = dy.transpose(0, 2, 1)
+    def _backward_cl(self, index, col, dy, dx, prop):
+        """col (G, n * OH * OW, K), dy (n, G, O / G, OH * OW): one product per group."""
+        xp, geom, g = self.xp, self.geom, self.group
+        n, og = dy.shape[0], self.num_output // self.group
+        rows = self._scratch("dy_rows", (g, n * self.out_h * self.out_w, og))
+        rows.reshape(g, n, -1, og)[...] = dy.transpose(1, 0, 3, 2)
         if col is not None:
-            self._accumulate(xp.matmul(col.T, dy_rows), prop)
+            self._accumulate(xp.matmul(col.transpose(0, 2, 1), rows), prop)
         if dx is not None:
             kh, kw = geom.kernel
-            weight = self.ws.get("weights_by_offset", (kh * kw, o, c))
-            weight.reshape(kh, kw, o, c)[...] = self.blobs[0].data.transpose(2, 3, 0, 1)
-            dcol = self.ws.get("dcol", (kh * kw * dy_rows.shape[0] * c,)) \
-                .reshape(kh * kw, -1, c)
-            xp.matmul(dy_rows, weight, out=dcol)
+            cg = self.channels // g
+            weight = self.ws.get("weights_by_offset", (kh * kw, g, og, cg))
+            weight.reshape(kh, kw, g, og, cg)[...] = \
+                self.blobs[0].data.reshape(g, og, cg, kh, kw).transpose(3, 4, 0, 1, 2)
+            dcol = self._in_column_buffer(index, (kh * kw, g, rows.shape[1], cg))
+            self._fresh.discard(index)
+            xp.matmul(rows, weight, out=dcol)
             padded = self.ws.get("padded_diff", (n,) + geom.padded_shape(
-                self.height, self.width) + (c,))
-            col2im_cl(xp, dcol.reshape(kh, kw, n, self.out_h, self.out_w, c), dx, geom, padded)
+                self.height, self.width) + (self.channels,))
+            blocks = dcol.reshape(kh, kw, g, n, self.out_h, self.out_w, cg) \
+                .transpose(0, 1, 3, 4, 5, 2, 6)
+            col2im_cl(xp, blocks, dx, geom, padded)

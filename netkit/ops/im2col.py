@@ -9,8 +9,9 @@ Two column layouts, because numpy copies fast only along long contiguous runs:
 
 - channels-first, `col[n, c, i, j, oh, ow]` (Caffe's per-image layout, batched): the run is
   an output row (OW). Best for few channels and wide outputs, e.g. LeNet's first layer.
-- channels-last, `col[n, oh, ow, i, j, c]`, gathered from an NHWC copy of the image: the run
-  is a kernel row times the channels (kw * C). Best for many channels and small outputs.
+- channels-last, `col[g, n, oh, ow, i, j, c]` per group g of channels, gathered from an NHWC
+  copy of the image: the run is a kernel row times the channels (kw * C) without groups, the
+  group's channels with. Best for many channels and small outputs.
 
 `i, j` index the kernel (kh, kw) and `oh, ow` the output positions.
 """
@@ -95,25 +96,26 @@ def col2im_cf(xp, col, dx, geom, padded=None):
 # -- channels-last -------------------------------------------------------------------------
 
 def im2col_cl(xp, x, col, geom, padded):
-    """x (n, C, H, W) -> col (n, OH, OW, kh, kw, C), a possibly strided view that is written.
+    """x (n, C, H, W) -> col (G, n, OH, OW, kh, kw, C / G), a possibly strided view that is
+    written: one column matrix per group of channels.
 
     `padded` is an (n, H + 2ph, W + 2pw, C) array with a zero border: the NHWC copy of x.
     """
     padded[_interior(4, (1, 2), geom.pad, x.shape[2:])] = x.transpose(0, 2, 3, 1)
-    n, _, _, c = padded.shape
-    _, oh, ow, kh, kw, _ = col.shape
+    groups, n, oh, ow, kh, kw, cg = col.shape
     sn, sy, sx, sc = padded.strides
     (sh, sw), (dh, dw) = geom.stride, geom.dilation
-    col[...] = _as_strided(xp, padded, (n, oh, ow, kh, kw, c),
-                           (sn, sy * sh, sx * sw, sy * dh, sx * dw, sc))
+    col[...] = _as_strided(xp, padded, col.shape,
+                           (sc * cg, sn, sy * sh, sx * sw, sy * dh, sx * dw, sc))
 
 
 def col2im_cl(xp, col, dx, geom, padded):
-    """col (kh, kw, n, OH, OW, C) -> dx (n, C, H, W), assigned. The kernel offsets lead so
-    that each offset's block is contiguous. `padded` is an (n, H + 2ph, W + 2pw, C) scratch
-    array whose content is overwritten.
+    """col (kh, kw, n, OH, OW, G, C / G) -> dx (n, C, H, W), assigned. The kernel offsets
+    lead so that each offset's block can be contiguous. `padded` is an
+    (n, H + 2ph, W + 2pw, C) scratch array whose content is overwritten.
     """
-    _scatter(col, padded, geom, (1, 2))
+    n, rows, cols, _ = padded.shape
+    _scatter(col, padded.reshape((n, rows, cols) + col.shape[5:]), geom, (1, 2))
     dx[...] = padded[_interior(4, (1, 2), geom.pad, dx.shape[2:])].transpose(0, 3, 1, 2)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from .. import netkit_pb2 as pb
 from ..backend import BackendError, get_backend
 from ..errors import NetkitError
-from ..log import fmt, logger
+from ..log import fmt, logger, loss_suffix
 from ..net import Net
 from ..protoio import read_binary, read_text, write_binary
 from ..rng import set_random_seed
@@ -229,8 +229,8 @@ class Solver(abc.ABC):
             values = (self.backend.asnumpy(net.blobs[name].data).ravel() if scores is None
                       else scores[name])
             for v in values:
-                extra = " (* %s = %s loss)" % (fmt(weight), fmt(weight * v)) if weight else ""
-                logger.info("    %s net output #%d: %s = %s%s", kind, k, name, fmt(v), extra)
+                logger.info("    %s net output #%d: %s = %s%s", kind, k, name, fmt(v),
+                            loss_suffix(weight, v))
                 k += 1
 
     def test_all(self):

@@ -12,7 +12,7 @@ import time
 import click
 
 from ..errors import NetkitError
-from ..log import fmt, logger, setup_logging
+from ..log import fmt, logger, loss_suffix, setup_logging
 
 _SINGLE_DASH = re.compile(r"^-([A-Za-z][A-Za-z0-9_]+)(=.*)?$")
 
@@ -177,9 +177,8 @@ def test(model, weights, iterations, gpu, backend, level, stage):
     names = [n for n, values in batch for _ in values]
     for name, total in zip(names, totals or []):
         mean = total / iterations
-        w = net.output_loss_weight(name)
-        extra = " (* %s = %s loss)" % (fmt(w), fmt(w * mean)) if w else ""
-        logger.info("%s = %s%s", name, fmt(mean), extra)
+        logger.info("%s = %s%s", name, fmt(mean),
+                    loss_suffix(net.output_loss_weight(name), mean))
 
 
 @cli.command("time")
