@@ -3,7 +3,8 @@
 Times conv1 (20 5x5 on 1x28x28), pool1 (MAX 2/2), conv2 (50 5x5), pool2 (MAX 2/2), ip1 (500)
 and ip2 (10) at batch 64, each alone and chained, with the parameter gradients and every
 bottom gradient except the data's, as a training step computes them. PyTorch runs the same
-ops through torch.nn.functional with 2 threads. Prints medians and netkit / PyTorch ratios.
+ops through torch.nn.functional with 2 threads. The two take turns in blocks of steps; the
+script prints medians and netkit / PyTorch ratios ("total" is the six chained).
 
 This machine's environment may set OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, which force
 slower BLAS kernels; the script runs itself twice, with the environment as given and with

@@ -61,30 +61,42 @@ def conv_text(num_output, extra="", bias=True):
             % (num_output, extra, "true" if bias else "false"))
 
 
-# (bottom shape, num_output, params, torch kwargs, expect channels-last layout)
+# (bottom shape, num_output, params, torch kwargs, expected layout: see layout())
 CONV_CASES = {
-    "lenet1": ((3, 1, 12, 12), 4, "kernel_size: 5", {}, False),
-    "lenet2": ((3, 6, 8, 8), 5, "kernel_size: 5", {}, True),
+    "lenet1": ((3, 1, 12, 12), 4, "kernel_size: 5", {}, "cf"),
+    "lenet2": ((3, 6, 8, 8), 5, "kernel_size: 5", {}, "cl/cf"),
+    "wide": ((2, 20, 8, 8), 5, "kernel_size: 5", {}, "cl"),
     "pad_stride": ((2, 3, 9, 8), 4, "kernel_size: 3 pad: 1 stride: 2",
-                   dict(padding=1, stride=2), True),
+                   dict(padding=1, stride=2), "cl/cf"),
     "hw_forms": ((2, 2, 9, 10), 3, "kernel_h: 3 kernel_w: 2 pad_h: 2 pad_w: 1 stride_h: 2 "
-                 "stride_w: 1", dict(padding=(2, 1), stride=(2, 1)), False),
+                 "stride_w: 1", dict(padding=(2, 1), stride=(2, 1)), "cf"),
     "repeated": ((2, 2, 9, 10), 3, "kernel_size: 3 kernel_size: 2 pad: 0 pad: 1 stride: 1 "
-                 "stride: 3", dict(padding=(0, 1), stride=(1, 3)), True),
+                 "stride: 3", dict(padding=(0, 1), stride=(1, 3)), "cl/cf"),
     "dilation": ((2, 2, 11, 12), 3, "kernel_size: 3 dilation: 2 pad: 2",
-                 dict(padding=2, dilation=2), False),
+                 dict(padding=2, dilation=2), "cf"),
+    "wide_dilation": ((1, 16, 7, 7), 3, "kernel_size: 3 dilation: 2 pad: 1",
+                      dict(padding=1, dilation=2), "cl"),
     "groups": ((2, 6, 7, 7), 4, "kernel_size: 3 group: 2 pad: 1", dict(padding=1, groups=2),
-               False),
+               "cf"),
     "groups_cl": ((2, 12, 4, 4), 4, "kernel_size: 3 group: 2 pad: 1", dict(padding=1, groups=2),
-                  True),
-    "depthwise": ((2, 4, 6, 6), 4, "kernel_size: 3 group: 4", dict(groups=4), False),
-    "tiles_cl": ((2, 6, 8, 6), 3, "kernel_size: 2 stride: 2", dict(stride=2), True),
+                  "cl/cf"),
+    "wide_groups": ((1, 32, 5, 5), 4, "kernel_size: 3 group: 2 pad: 1 stride: 2",
+                    dict(padding=1, groups=2, stride=2), "cl"),
+    "depthwise": ((2, 4, 6, 6), 4, "kernel_size: 3 group: 4", dict(groups=4), "cf"),
+    "tiles_cl": ((2, 6, 8, 6), 3, "kernel_size: 2 stride: 2", dict(stride=2), "cl/cf"),
+    "wide_tiles": ((1, 32, 7, 6), 4, "kernel_size: 2 stride: 2 group: 2",
+                   dict(stride=2, groups=2), "cl"),
     "tiles_cf": ((2, 2, 9, 12), 4, "kernel_size: 3 stride: 3 group: 2", dict(stride=3, groups=2),
-                 False),
-    "tiles_groups_cl": ((2, 8, 6, 6), 4, "kernel_size: 2 stride: 2 group: 2",
-                        dict(stride=2, groups=2), True),
-    "one_by_one": ((2, 5, 4, 3), 6, "kernel_size: 1", {}, True),
+                 "cf"),
+    "one_by_one": ((2, 5, 4, 3), 6, "kernel_size: 1", {}, "cl/cf"),
 }
+
+
+def layout(layer):
+    """The column layouts a Convolution picked: forward / bottom gradient, 'cf' or 'cl'."""
+    forward = "cl" if layer.channels_last else "cf"
+    gradient = "cl" if layer.gradient_channels_last else "cf"
+    return forward if forward == gradient else forward + "/" + gradient
 
 
 def torch_conv(x, weight, bias, dy, kwargs):
@@ -98,12 +110,12 @@ def torch_conv(x, weight, bias, dy, kwargs):
 
 @pytest.mark.parametrize("case", sorted(CONV_CASES))
 def test_convolution_matches_torch(backend, case):
-    shape, num_output, params, kwargs, channels_last = CONV_CASES[case]
+    shape, num_output, params, kwargs, expected = CONV_CASES[case]
     x = rand(*shape)
     layer = make_layer(conv_text(num_output, params), backend)
     probe = tops(backend, 1)
     run_forward(layer, blobs(backend, x), probe)
-    assert layer.channels_last == channels_last
+    assert layout(layer) == expected
     dy = rand(*probe[0].shape)
     (y,), (dx,), grads = forward_backward(layer, backend, [x], [dy])
     weight, bias = (backend.asnumpy(p.data) for p in layer.blobs)
@@ -114,26 +126,28 @@ def test_convolution_matches_torch(backend, case):
         assert_close(g, g_ref)
 
 
-def test_convolution_without_bias_and_in_chunks(backend, monkeypatch):
+@pytest.mark.parametrize("shape,params,expected", [
+    ((3, 4, 7, 6), "kernel_size: 3 pad: 1 group: 2", "cf"),
+    ((3, 4, 7, 6), "kernel_size: 3 pad: 1 stride: 2 group: 2", "cl/cf"),
+    ((3, 16, 5, 4), "kernel_size: 3 pad: 1", "cl"),
+])
+def test_convolution_without_bias_and_in_chunks(backend, monkeypatch, shape, params, expected):
     """No bias blob; a column budget of under one image forces one chunk per image."""
-    x = rand(3, 4, 7, 6)
-    for channels_last, params in ((False, "kernel_size: 3 pad: 1 group: 2"),
-                                  (True, "kernel_size: 3 pad: 1"),
-                                  (True, "kernel_size: 3 pad: 1 stride: 2 group: 2")):
-        monkeypatch.setattr(convolution, "COLUMN_BUDGET", 10)
-        layer = make_layer(conv_text(4, params, bias=False), backend)
-        probe = tops(backend, 1)
-        run_forward(layer, blobs(backend, x), probe)
-        assert (layer.chunk, layer.channels_last, len(layer.blobs)) == (1, channels_last, 1)
-        dy = rand(*probe[0].shape)
-        (y,), (dx,), grads = forward_backward(layer, backend, [x], [dy])
-        groups = 2 if "group" in params else 1
-        stride = 2 if "stride" in params else 1
-        y_ref, dx_ref, grads_ref = torch_conv(x, backend.asnumpy(layer.blobs[0].data), None,
-                                              dy, dict(padding=1, groups=groups, stride=stride))
-        assert_close(y, y_ref)
-        assert_close(dx, dx_ref)
-        assert_close(grads[0], grads_ref[0])
+    monkeypatch.setattr(convolution, "COLUMN_BUDGET", 10)
+    x = rand(*shape)
+    layer = make_layer(conv_text(4, params, bias=False), backend)
+    probe = tops(backend, 1)
+    run_forward(layer, blobs(backend, x), probe)
+    assert (layer.chunk, layout(layer), len(layer.blobs)) == (1, expected, 1)
+    dy = rand(*probe[0].shape)
+    (y,), (dx,), grads = forward_backward(layer, backend, [x], [dy])
+    kwargs = dict(padding=1, groups=2 if "group" in params else 1,
+                  stride=2 if "stride" in params else 1)
+    y_ref, dx_ref, grads_ref = torch_conv(x, backend.asnumpy(layer.blobs[0].data), None, dy,
+                                          kwargs)
+    assert_close(y, y_ref)
+    assert_close(dx, dx_ref)
+    assert_close(grads[0], grads_ref[0])
 
 
 def test_convolution_output_size_rounds_down(backend):
@@ -201,18 +215,19 @@ def test_convolution_param_diffs_accumulate(backend, shape):
     assert_close(backend.asnumpy(bottom[0].diff), dx)
 
 
-@pytest.mark.parametrize("shape,params,channels_last", [
-    ((2, 1, 6, 7), "kernel_size: 3 pad: 1", False),
-    ((2, 6, 5, 5), "kernel_size: 3 pad: 1 stride: 2", True),
-    ((2, 4, 6, 6), "kernel_size: 2 stride: 2 group: 2", True),          # tiling
-    ((1, 10, 4, 4), "kernel_size: 3 pad: 1 group: 2", True),
-    ((1, 4, 7, 7), "kernel_h: 3 kernel_w: 2 dilation: 2 pad_h: 1 group: 2", False),
+@pytest.mark.parametrize("shape,params,expected", [
+    ((2, 1, 6, 7), "kernel_size: 3 pad: 1", "cf"),
+    ((2, 6, 5, 5), "kernel_size: 3 pad: 1 stride: 2", "cl/cf"),
+    ((2, 4, 6, 6), "kernel_size: 2 stride: 2 group: 2", "cl/cf"),      # tiling
+    ((1, 16, 4, 4), "kernel_size: 3 pad: 1", "cl"),
+    ((1, 32, 3, 3), "kernel_size: 2 stride: 1 pad: 1 group: 2", "cl"),
+    ((1, 4, 7, 7), "kernel_h: 3 kernel_w: 2 dilation: 2 pad_h: 1 group: 2", "cf"),
 ])
-def test_convolution_gradient(backend, shape, params, channels_last):
+def test_convolution_gradient(backend, shape, params, expected):
     layer = make_layer(conv_text(4, params), backend)
     bottom, top = blobs(backend, rand(*shape)), tops(backend, 1)
     check_gradient(layer, bottom, top, max_checks=60)
-    assert layer.channels_last == channels_last
+    assert layout(layer) == expected
 
 
 @pytest.mark.parametrize("params,message", [

@@ -22,6 +22,9 @@ from ..registry import layers
 
 # The most column elements gathered at once (128 MiB of float32).
 COLUMN_BUDGET = 1 << 25
+# Channels per group below which the bottom gradient is not computed channels-last: its
+# products per kernel offset have that many columns, too few for an efficient GEMM.
+MIN_CHANNELS_LAST_GRADIENT = 16
 
 
 def spatial_pair(param, name, short, default):
@@ -135,6 +138,8 @@ class ConvolutionLayer(Layer):
             self._fresh.clear()
             self.num, self.height, self.width, self.out_h, self.out_w = plan
             self.channels_last = self._prefer_channels_last()
+            self.gradient_channels_last = self.channels_last and \
+                self.channels // self.group >= MIN_CHANNELS_LAST_GRADIENT
             per_image = (self.column_rows() + 1) * self.group * out_h * out_w
             self.chunk = max(1, min(num, COLUMN_BUDGET // per_image))
 
@@ -281,42 +286,55 @@ class ConvolutionLayer(Layer):
 
     def _backward_cf(self, index, col, dy, dx, prop):
         """col (n, G, K, OH * OW), dy (n, G, O / G, OH * OW): one product per image."""
-        xp, g, k, geom = self.xp, self.group, self.column_rows(), self.geom
-        n = dy.shape[0]
         if col is not None:
-            self._accumulate(xp.matmul(dy, col.transpose(0, 1, 3, 2)).sum(axis=0), prop)
+            self._accumulate(self.xp.matmul(dy, col.transpose(0, 1, 3, 2)).sum(axis=0), prop)
         if dx is not None:
-            kh, kw = geom.kernel
-            weight = self.blobs[0].data.reshape(g, -1, k)
-            dcol = self._in_column_buffer(index, (n, g, k, self.out_h * self.out_w))
-            self._fresh.discard(index)
-            xp.matmul(weight.transpose(0, 2, 1), dy, out=dcol)
-            padded = None
-            if geom.pad != (0, 0):
-                padded = self.ws.get("padded_diff", (n * g, self.channels // g) +
-                                     geom.padded_shape(self.height, self.width))
-            col2im_cf(xp, dcol.reshape(n * g, -1, kh, kw, self.out_h, self.out_w),
-                      dx.reshape(n * g, -1, self.height, self.width), geom, padded)
+            self._bottom_gradient_cf(index, dy, dx)
 
     def _backward_cl(self, index, col, dy, dx, prop):
         """col (G, n * OH * OW, K), dy (n, G, O / G, OH * OW): one product per group."""
-        xp, geom, g = self.xp, self.geom, self.group
-        n, og = dy.shape[0], self.num_output // self.group
-        rows = self._scratch("dy_rows", (g, n * self.out_h * self.out_w, og))
-        rows.reshape(g, n, -1, og)[...] = dy.transpose(1, 0, 3, 2)
+        g, n, og = self.group, dy.shape[0], self.num_output // self.group
+        channels_last_dx = dx is not None and self.gradient_channels_last
+        if col is not None or channels_last_dx:
+            rows = self._scratch("dy_rows", (g, n * self.out_h * self.out_w, og))
+            rows.reshape(g, n, -1, og)[...] = dy.transpose(1, 0, 3, 2)
         if col is not None:
-            self._accumulate(xp.matmul(col.transpose(0, 2, 1), rows), prop)
-        if dx is not None:
-            kh, kw = geom.kernel
-            cg = self.channels // g
-            weight = self.ws.get("weights_by_offset", (kh * kw, g, og, cg))
-            weight.reshape(kh, kw, g, og, cg)[...] = \
-                self.blobs[0].data.reshape(g, og, cg, kh, kw).transpose(3, 4, 0, 1, 2)
-            dcol = self._in_column_buffer(index, (kh * kw, g, rows.shape[1], cg))
-            self._fresh.discard(index)
-            xp.matmul(rows, weight, out=dcol)
-            padded = self.ws.get("padded_diff", (n,) + geom.padded_shape(
-                self.height, self.width) + (self.channels,))
-            blocks = dcol.reshape(kh, kw, g, n, self.out_h, self.out_w, cg) \
-                .transpose(0, 1, 3, 4, 5, 2, 6)
-            col2im_cl(xp, blocks, dx, geom, padded)
+            self._accumulate(self.xp.matmul(col.transpose(0, 2, 1), rows), prop)
+        if channels_last_dx:
+            self._bottom_gradient_cl(index, rows, dx)
+        elif dx is not None:
+            self._bottom_gradient_cf(index, dy, dx)
+
+    def _bottom_gradient_cf(self, index, dy, dx):
+        """dx from channels-first column gradients: weights^T . dy per image, then col2im."""
+        xp, g, k, geom = self.xp, self.group, self.column_rows(), self.geom
+        n = dy.shape[0]
+        kh, kw = geom.kernel
+        weight = self.blobs[0].data.reshape(g, -1, k)
+        dcol = self._in_column_buffer(index, (n, g, k, self.out_h * self.out_w))
+        self._fresh.discard(index)
+        xp.matmul(weight.transpose(0, 2, 1), dy, out=dcol)
+        padded = None
+        if geom.pad != (0, 0):
+            padded = self.ws.get("padded_diff", (n * g, self.channels // g) +
+                                 geom.padded_shape(self.height, self.width))
+        col2im_cf(xp, dcol.reshape(n * g, -1, kh, kw, self.out_h, self.out_w),
+                  dx.reshape(n * g, -1, self.height, self.width), geom, padded)
+
+    def _bottom_gradient_cl(self, index, rows, dx):
+        """dx from channels-last column gradients, one block per kernel offset: rows
+        (G, n * OH * OW, O / G) . weights (offset, G, O / G, C / G), then col2im."""
+        xp, geom, g = self.xp, self.geom, self.group
+        n, og, cg = dx.shape[0], self.num_output // g, self.channels // g
+        kh, kw = geom.kernel
+        weight = self.ws.get("weights_by_offset", (kh * kw, g, og, cg))
+        weight.reshape(kh, kw, g, og, cg)[...] = \
+            self.blobs[0].data.reshape(g, og, cg, kh, kw).transpose(3, 4, 0, 1, 2)
+        dcol = self._in_column_buffer(index, (kh * kw, g, rows.shape[1], cg))
+        self._fresh.discard(index)
+        xp.matmul(rows, weight, out=dcol)
+        padded = self.ws.get("padded_diff", (n,) + geom.padded_shape(
+            self.height, self.width) + (self.channels,))
+        blocks = dcol.reshape(kh, kw, g, n, self.out_h, self.out_w, cg) \
+            .transpose(0, 1, 3, 4, 5, 2, 6)
+        col2im_cl(xp, blocks, dx, geom, padded)

@@ -117,7 +117,7 @@ class PoolingLayer(Layer):
     def _make_plan(self, shape, kernel, pooled, want_mask):
         num, channels, height, width = shape
         xp, be = self.xp, self.backend
-        self.shape, self.pooled = shape, tuple(pooled)
+        self.shape = shape
         self.geom = ConvGeometry(kernel, (0, 0), self.stride)
         self.whole = tuple(pooled) == (1, 1) and tuple(kernel) == (height, width) \
             and self.pad == (0, 0)

@@ -16,6 +16,7 @@ Two column layouts, because numpy copies fast only along long contiguous runs:
 `i, j` index the kernel (kh, kw) and `oh, ow` the output positions.
 """
 
+
 class ConvGeometry:
     """Kernel, pad, stride and dilation of a 2-d window, each as (h, w)."""
 
@@ -102,7 +103,7 @@ def im2col_cl(xp, x, col, geom, padded):
     `padded` is an (n, H + 2ph, W + 2pw, C) array with a zero border: the NHWC copy of x.
     """
     padded[_interior(4, (1, 2), geom.pad, x.shape[2:])] = x.transpose(0, 2, 3, 1)
-    groups, n, oh, ow, kh, kw, cg = col.shape
+    cg = col.shape[-1]
     sn, sy, sx, sc = padded.strides
     (sh, sw), (dh, dw) = geom.stride, geom.dilation
     col[...] = _as_strided(xp, padded, col.shape,
