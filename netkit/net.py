@@ -4,6 +4,7 @@ Building is a list of passes: filter by NetState -> insert splits -> instantiate
 -> wire bottoms/tops (in place by name) -> setup -> collect params (sharing by ParamSpec
 name, lr_mult/decay_mult) -> decide need_backward and prune -> net outputs.
 """
+import contextvars
 import os
 from collections import OrderedDict
 
@@ -18,6 +19,10 @@ from .layer import TRAIN, TEST, LayerSetupError
 from .log import logger
 from .protoio import load_net_param
 from .registry import UnknownTypeError, layers as layer_registry
+
+# The prototxt path of the net being built ("<string>" for text): a Python layer imports
+# its module from that file's directory, as pycaffe users arrange through PYTHONPATH.
+building_source = contextvars.ContextVar("building_source", default=None)
 
 
 class Param:
@@ -58,7 +63,11 @@ class Net:
             state.stage.extend(stages)
         self.phase = state.phase
         self.name = param.name
-        self._build(param, state)
+        token = building_source.set(self.source)
+        try:
+            self._build(param, state)
+        finally:
+            building_source.reset(token)
         if weights:
             for path in str(weights).split(","):
                 self.copy_from(path)
@@ -97,7 +106,10 @@ class Net:
             if len(lp.propagate_down) not in (0, len(lp.bottom)):
                 raise NetkitError("%s: propagate_down must be given once per bottom (%d), got %d"
                                   % (where, len(lp.bottom), len(lp.propagate_down)))
-            layer = cls(lp, state.phase, self.backend)
+            try:
+                layer = cls(lp, state.phase, self.backend)
+            except LayerSetupError as e:
+                raise NetkitError("%s: %s" % (where, e)) from None
             bottom, need = [], []
             for k, name in enumerate(lp.bottom):
                 if name not in self.blobs:

@@ -4,6 +4,7 @@ import numpy as np
 from . import netkit_pb2 as pb
 from .errors import NetkitError
 from .protoio import read_binary, write_binary
+from .upgrade import upgrade_net
 
 
 def blob_proto_shape(proto):
@@ -28,7 +29,9 @@ def blob_proto_to_array(proto, diff=False):
 def array_to_blob_proto(arr, diff=None, proto=None):
     proto = pb.BlobProto() if proto is None else proto
     arr = np.asarray(arr, dtype=np.float32)
-    proto.shape.dim.extend(arr.shape)
+    if arr.ndim:
+        # As Caffe: a 0-axis blob has no shape field at all (OpenCV rejects an empty one).
+        proto.shape.dim.extend(arr.shape)
     proto.data.extend(arr.ravel().tolist())
     if diff is not None:
         proto.diff.extend(np.asarray(diff, dtype=np.float32).ravel().tolist())
@@ -37,7 +40,8 @@ def array_to_blob_proto(arr, diff=None, proto=None):
 
 def shapes_match(proto, shape):
     """Caffe's ShapeEquals: new-style shapes exactly; legacy 4-D ones on trailing axes."""
-    if proto.HasField("shape"):
+    legacy_fields = ("num", "channels", "height", "width")
+    if proto.HasField("shape") or not any(proto.HasField(f) for f in legacy_fields):
         return tuple(proto.shape.dim) == tuple(shape)
     legacy = (proto.num, proto.channels, proto.height, proto.width)
     if len(shape) > 4:
@@ -74,9 +78,9 @@ def copy_trained_layers(net, weights):
     """Copy layer blobs from `weights` (path or NetParameter) into `net` by layer name."""
     source = weights if isinstance(weights, pb.NetParameter) else load_weights(weights)
     where = weights if isinstance(weights, str) else "<weights>"
-    layers = list(source.layer) or []
-    if source.layers:
-        raise NetkitError("%s: V1-format weights are not supported yet" % where)
+    # V0/V1 files upgrade on read, as in Caffe; a file just loaded is upgraded in place.
+    source = upgrade_net(source, where, copy=source is weights)
+    layers = list(source.layer)
     by_name = {name: layer for name, layer in zip(net.layer_names, net.layers)}
     be = net.backend
     for src in layers:

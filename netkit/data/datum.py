@@ -7,6 +7,8 @@ strings read in sorted order.
 """
 import contextlib
 import os
+import shutil
+import tempfile
 import threading
 
 import lmdb
@@ -163,25 +165,73 @@ def release_reader(path):
             del _readers[key]
 
 
-def write_lmdb(path, items, map_size=None):
+def write_lmdb(path, items, map_size=None, commit_every=1000, on_commit=None):
     """Write (key, value) byte pairs, keys in ascending order, into a new LMDB at `path`.
 
-    Returns the number of records written. `map_size` bounds the database size in bytes.
+    Records are committed `commit_every` at a time, as Caffe's conversion tools do, and
+    `on_commit(count)` is called after each commit with the number written so far. When
+    the database outgrows its map size, the map size doubles and the transaction is redone,
+    so `map_size` is only where it starts. String keys are stored as UTF-8. Returns the
+    number of records written.
     """
     env = create_lmdb(path, map_size)
     count = 0
     try:
-        with env.begin(write=True) as txn:
-            cursor = txn.cursor()
-            for key, value in items:
-                if isinstance(key, str):
-                    key = key.encode("ascii")
-                cursor.put(key, value, append=True)
-                count += 1
+        batch = []
+        for key, value in items:
+            batch.append((key.encode("utf-8", "surrogateescape") if isinstance(key, str)
+                          else key, value))
+            if len(batch) == commit_every:
+                count += _commit_growing(env, batch)
+                batch = []
+                if on_commit is not None:
+                    on_commit(count)
+        if batch:
+            count += _commit_growing(env, batch)
+            if on_commit is not None:
+                on_commit(count)
         env.sync(True)
     finally:
         env.close()
     return count
+
+
+def _commit_growing(env, batch):
+    """Put `batch` in one transaction; on MapFullError double the map size and redo it."""
+    while True:
+        try:
+            with env.begin(write=True) as txn:
+                cursor = txn.cursor()
+                for key, value in batch:
+                    # Appending is fast but needs keys above the last; others go in by search.
+                    if not cursor.put(key, value, append=True):
+                        txn.put(key, value)
+            return len(batch)
+        except lmdb.MapFullError:
+            size = env.info()["map_size"] * 2
+            logger.info("LMDB %s is full; growing its map size to %d MiB",
+                        env.path(), size >> 20)
+            env.set_mapsize(size)
+
+
+@contextlib.contextmanager
+def staged_directory(path):
+    """A fresh temporary directory beside `path`, renamed to `path` when the block succeeds
+    and removed when it fails, so `path` never holds half a database. `path` must not exist
+    when the block ends (FileExistsError)."""
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                           dir=parent)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the database is not
+        if os.path.lexists(path):
+            raise FileExistsError("%s already exists" % path)
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def lmdb_count(path):

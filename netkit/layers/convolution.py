@@ -13,6 +13,9 @@ channels per group and wide outputs, where each image is one product against the
 (still one array call), and channels-last, one product per group for the whole batch,
 otherwise. Batches whose columns would exceed COLUMN_BUDGET elements are processed in
 chunks of images.
+
+Both passes also run on plain arrays (`convolve`, `gradients`): Deconvolution keeps one of
+these layers for the convolution from its top to its bottom and runs it backwards.
 """
 from ..fillers import fill
 from ..layer import Layer, LayerSetupError
@@ -50,6 +53,20 @@ def spatial_pair(param, name, short, default):
     return values[0], values[-1]
 
 
+def conv_geometry(param):
+    """The ConvGeometry (kernel, pad, stride, dilation) a ConvolutionParameter gives, checked."""
+    kernel = spatial_pair(param, "kernel_size", "kernel", None)
+    stride = spatial_pair(param, "stride", "stride", 1)
+    pad = spatial_pair(param, "pad", "pad", 0)
+    dilation = spatial_pair(param, "dilation", None, 1)
+    for name, pair in (("kernel_size (or kernel_h/kernel_w)", kernel),
+                       ("stride (or stride_h/stride_w)", stride), ("dilation", dilation)):
+        if min(pair) < 1:
+            raise LayerSetupError("convolution_param %s must be positive, got %s"
+                                  % (name, pair))
+    return ConvGeometry(kernel, pad, stride, dilation)
+
+
 @layers.register("Convolution")
 class ConvolutionLayer(Layer):
     min_bottom = 1
@@ -71,19 +88,9 @@ class ConvolutionLayer(Layer):
             raise LayerSetupError("Convolution supports 2 spatial axes after "
                                   "convolution_param axis, got %d (bottom shape %s)"
                                   % (spatial, bottom[0].shape))
-        kernel = spatial_pair(p, "kernel_size", "kernel", None)
-        stride = spatial_pair(p, "stride", "stride", 1)
-        pad = spatial_pair(p, "pad", "pad", 0)
-        dilation = spatial_pair(p, "dilation", None, 1)
-        for name, pair in (("kernel_size (or kernel_h/kernel_w)", kernel),
-                           ("stride (or stride_h/stride_w)", stride), ("dilation", dilation)):
-            if min(pair) < 1:
-                raise LayerSetupError("convolution_param %s must be positive, got %s"
-                                      % (name, pair))
-        self.geom = ConvGeometry(kernel, pad, stride, dilation)
+        self.geom = conv_geometry(p)
         self.channels = bottom[0].shape[self.channel_axis]
-        self.num_output = p.num_output
-        self.group = p.group
+        self.num_output, self.group = self.output_channels_and_group(p, self.channels)
         if self.num_output < 1:
             raise LayerSetupError("convolution_param num_output must be positive")
         if self.group < 1 or self.channels % self.group or self.num_output % self.group:
@@ -143,6 +150,11 @@ class ConvolutionLayer(Layer):
             per_image = (self.column_rows() + 1) * self.group * out_h * out_w
             self.chunk = max(1, min(num, COLUMN_BUDGET // per_image))
 
+    def output_channels_and_group(self, param, channels):
+        """(num_output, group) for a bottom with `channels` channels; a hook for the
+        depthwise types, which take group from the bottom."""
+        return param.num_output, param.group
+
     def _prefer_channels_last(self):
         """Pick the im2col layout whose strided copy moves the longer contiguous runs."""
         (_, kw), (_, sw), (_, dw) = self.geom.kernel, self.geom.stride, self.geom.dilation
@@ -157,24 +169,32 @@ class ConvolutionLayer(Layer):
 
     # -- forward ---------------------------------------------------------------------------
     def forward(self, bottom, top):
-        xp, g, o = self.xp, self.group, self.num_output
         weights = self._weights_with_bias()
         for index, (b, t) in enumerate(zip(bottom, top)):
-            x = b.data.reshape(self.num, self.channels, self.height, self.width)
-            y = t.data.reshape(self.num, g, o // g, self.out_h * self.out_w)
-            for start in range(0, self.num, self.chunk):
-                stop = min(start + self.chunk, self.num)
-                col = self._gather(index, x[start:stop])
-                if self.chunk >= self.num:
-                    self._fresh.add(index)
-                if self.channels_last:
-                    # (G, n * OH * OW, K) . (G, K, O / G), then back to (n, O, OH * OW).
-                    out = self._scratch("out", (g, col.shape[1], o // g))
-                    xp.matmul(col, weights, out=out)
-                    y[start:stop] = out.reshape(g, stop - start, -1, o // g).transpose(1, 0, 3, 2)
-                else:
-                    # (G, O / G, K) . (n, G, K, OH * OW), straight into the top.
-                    xp.matmul(weights, col, out=y[start:stop])
+            self.convolve(index, b.data, t.data, weights)
+
+    def convolve(self, index, x, y, weights=None):
+        """y = x convolved with the weights, plus the bias: the forward pass of bottom
+        `index` on arrays of that bottom's and top's shapes (Deconvolution runs it on its top
+        diff). `weights` is _weights_with_bias(), passed when several bottoms share it."""
+        xp, g, o = self.xp, self.group, self.num_output
+        if weights is None:
+            weights = self._weights_with_bias()
+        x = x.reshape(self.num, self.channels, self.height, self.width)
+        y = y.reshape(self.num, g, o // g, self.out_h * self.out_w)
+        for start in range(0, self.num, self.chunk):
+            stop = min(start + self.chunk, self.num)
+            col = self._gather(index, x[start:stop])
+            if self.chunk >= self.num:
+                self._fresh.add(index)
+            if self.channels_last:
+                # (G, n * OH * OW, K) . (G, K, O / G), then back to (n, O, OH * OW).
+                out = self._scratch("out", (g, col.shape[1], o // g))
+                xp.matmul(col, weights, out=out)
+                y[start:stop] = out.reshape(g, stop - start, -1, o // g).transpose(1, 0, 3, 2)
+            else:
+                # (G, O / G, K) . (n, G, K, OH * OW), straight into the top.
+                xp.matmul(weights, col, out=y[start:stop])
 
     def _weights_with_bias(self):
         """The weights as the GEMM wants them, with the bias appended as one more column."""
@@ -250,23 +270,33 @@ class ConvolutionLayer(Layer):
     # -- backward --------------------------------------------------------------------------
     def backward(self, top, propagate_down, bottom):
         prop = list(self.param_propagate_down) + [False] * len(self.blobs)
-        need_params = prop[0] or (self.bias_term and prop[1])
-        step = self._backward_cl if self.channels_last else self._backward_cf
         for index, (b, t) in enumerate(zip(bottom, top)):
-            if not (need_params or propagate_down[index]):
-                continue
-            x = b.data.reshape(self.num, self.channels, self.height, self.width)
-            dy = t.diff.reshape(self.num, self.group, -1, self.out_h * self.out_w)
-            dx = b.diff.reshape(x.shape)
-            for start in range(0, self.num, self.chunk):
-                stop = min(start + self.chunk, self.num)
-                col = None
-                if need_params:
-                    # Forward's columns are still there when the batch was one chunk.
-                    col = self._columns(index, self.num) if index in self._fresh \
-                        else self._gather(index, x[start:stop])
-                step(index, col, dy[start:stop],
-                     dx[start:stop] if propagate_down[index] else None, prop)
+            self.gradients(index, b.data, t.diff, b.diff if propagate_down[index] else None,
+                           prop)
+
+    def gradients(self, index, x, dy, dx, prop):
+        """The backward pass of bottom `index` on arrays: accumulate the weight (prop[0])
+        and bias (prop[1]) gradients from x and dy, and assign dx unless it is None. x is
+        read only for the parameter gradients (None will do without them); Deconvolution's
+        forward is this pass with dx its top."""
+        need_params = prop[0] or (self.bias_term and prop[1])
+        if not (need_params or dx is not None):
+            return
+        step = self._backward_cl if self.channels_last else self._backward_cf
+        shape = (self.num, self.channels, self.height, self.width)
+        dy = dy.reshape(self.num, self.group, -1, self.out_h * self.out_w)
+        if need_params:
+            x = x.reshape(shape)
+        if dx is not None:
+            dx = dx.reshape(shape)
+        for start in range(0, self.num, self.chunk):
+            stop = min(start + self.chunk, self.num)
+            col = None
+            if need_params:
+                # The last convolve's columns are still there when the batch was one chunk.
+                col = self._columns(index, self.num) if index in self._fresh \
+                    else self._gather(index, x[start:stop])
+            step(index, col, dy[start:stop], None if dx is None else dx[start:stop], prop)
 
     def _accumulate(self, grad, prop):
         """Add the GEMM's (G, K + bias, O / G) or (G, O / G, K + bias) weight gradient, bias

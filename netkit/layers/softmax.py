@@ -5,10 +5,10 @@ Both normalise over one axis (`softmax_param.axis`, default 1): a blob of shape
 """
 import numpy as np
 
-from .. import netkit_pb2 as pb
 from ..blob import Blob
 from ..layer import Layer, LayerSetupError, canonical_axis
 from ..registry import layers
+from .loss_util import normalization_mode, normalizer
 
 # Caffe clamps the probability of the true class at FLT_MIN before the log, so a confidently
 # wrong prediction costs -log(FLT_MIN) = 87.3365 rather than infinity.
@@ -121,11 +121,7 @@ class SoftmaxWithLossLayer(Layer):
         loss_param = self.layer_param.loss_param
         self.has_ignore = loss_param.HasField("ignore_label")
         self.ignore_label = loss_param.ignore_label
-        if not loss_param.HasField("normalization") and loss_param.HasField("normalize"):
-            self.normalization = (pb.LossParameter.VALID if loss_param.normalize
-                                  else pb.LossParameter.BATCH_SIZE)
-        else:
-            self.normalization = loss_param.normalization
+        self.normalization = normalization_mode(loss_param)
         self.prob = Blob((), self.backend)
         self.indexer = LabelIndexer(self.xp)
 
@@ -146,17 +142,6 @@ class SoftmaxWithLossLayer(Layer):
             top[1].reshape_like(bottom[0])
             top[1].share_data(self.prob)
 
-    def normalizer(self, valid):
-        """Caffe's get_normalizer, never below 1 (a batch with no used label gives loss 0)."""
-        mode = self.normalization
-        if mode == pb.LossParameter.VALID and valid is not None:
-            return self.xp.maximum(valid.sum(), 1).astype(self.xp.float32)
-        if mode in (pb.LossParameter.FULL, pb.LossParameter.VALID):
-            return float(max(1, self.outer * self.inner))
-        if mode == pb.LossParameter.BATCH_SIZE:
-            return float(max(1, self.outer))
-        return 1.0
-
     def forward(self, bottom, top):
         xp = self.xp
         prob = softmax(xp, bottom[0].data, self.axis, self.prob.data)
@@ -166,7 +151,7 @@ class SoftmaxWithLossLayer(Layer):
         if valid is not None:
             log_prob *= valid
         self.valid = valid
-        self.norm = self.normalizer(valid)
+        self.norm = normalizer(xp, self.normalization, self.outer, self.inner, valid)
         top[0].data[...] = -log_prob.sum() / self.norm
 
     def backward(self, top, propagate_down, bottom):

@@ -19,6 +19,7 @@ from ..log import fmt, logger, loss_suffix
 from ..net import Net
 from ..protoio import read_binary, read_text, write_binary
 from ..rng import set_random_seed
+from ..upgrade import upgrade_solver
 from .lr_policy import learning_rate
 
 # Solver actions requested by signals (Caffe's SolverAction).
@@ -29,6 +30,7 @@ def read_solver_param(path):
     """A SolverParameter from a prototxt file, with Caffe's snapshot_prefix defaulting:
     unset -> the solver file's path without extension; a directory -> dir/<file stem>."""
     param = read_text(path, pb.SolverParameter())
+    upgrade_solver(param, path)
     stem = os.path.splitext(path)[0]
     if not param.HasField("snapshot_prefix"):
         param.snapshot_prefix = stem
@@ -41,6 +43,10 @@ class Solver(abc.ABC):
     """Base solver. `Solver(param_or_path, backend="cpu")`."""
 
     type_name = None
+    # How many history blobs the rule keeps per learnable param. Caffe's history_ holds
+    # them set after set (all params' first blobs, then all params' second blobs), and
+    # the SolverState stores history_ in that order.
+    history_sets = 1
 
     def __init__(self, solver, backend=None, weights=None, source=None):
         if isinstance(solver, pb.SolverParameter):
@@ -65,7 +71,7 @@ class Solver(abc.ABC):
         if weights:
             self.copy_weights(weights)
         self.history = [self.backend.xp.zeros(prm.blob.shape, dtype=np.float32)
-                        for prm in self.net.learnable_params]
+                        for _ in range(self.history_sets) for prm in self.net.learnable_params]
 
     def _mode_backend(self):
         """No backend given: an explicit `solver_mode: GPU` asks for device_id (Caffe's
@@ -377,8 +383,9 @@ class Solver(abc.ABC):
         if state.learned_net:
             self.net.copy_from(state.learned_net)
         if len(state.history) != len(self.history):
-            raise NetkitError("%s: solver state has %d history blobs, the net has %d "
-                              "learnable parameters" % (path, len(state.history), len(self.history)))
+            raise NetkitError("%s: solver state has %d history blobs, a %s solver on this "
+                              "net keeps %d" % (path, len(state.history), self.type_name,
+                                                len(self.history)))
         for h, proto in zip(self.history, state.history):
             arr = blob_proto_to_array(proto)
             if arr.size != h.size:

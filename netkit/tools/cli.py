@@ -109,7 +109,7 @@ def train(solver, snapshot, weights, gpu, backend, level, stage, sigint_effect, 
         gpu = str(param.device_id)
     be = make_backend(gpu, backend)
     param.solver_mode = pb.SolverParameter.GPU if be.name == "gpu" else pb.SolverParameter.CPU
-    s = get_solver_from(param, solver, be)
+    s = get_solver(param, backend=be, source=solver)
     requests = []
     effects = {signal.SIGINT: sigint_effect, signal.SIGHUP: sighup_effect}
 
@@ -129,16 +129,6 @@ def train(solver, snapshot, weights, gpu, backend, level, stage, sigint_effect, 
         s.solve(snapshot or None)
     finally:
         s.close()
-
-
-def get_solver_from(param, source, backend):
-    from ..registry import solvers
-    from ..solvers import solver_type
-    name = solver_type(param)
-    if name not in solvers:
-        raise NetkitError("%s: unknown solver type '%s' (known types: %s)"
-                          % (source, name, ", ".join(solvers.names())))
-    return solvers.get(name)(param, backend=backend, source=source)
 
 
 @cli.command()
@@ -228,6 +218,24 @@ def convert_mnist_data(out_dir, url):
     """Write OUT_DIR/mnist_train_lmdb and mnist_test_lmdb as Caffe Datum records."""
     from ..data.mnist import convert_mnist_data as convert
     convert(out_dir, url)
+
+
+def _add_tool_commands():
+    """Every module in netkit.tools that defines a click command named `command` becomes a
+    subcommand, so each tool lives in its own module (module imports must stay light)."""
+    import importlib
+    import pkgutil
+    from .. import tools
+    for info in pkgutil.iter_modules(tools.__path__):
+        if info.name == "cli":
+            continue
+        command = getattr(importlib.import_module("%s.%s" % (tools.__name__, info.name)),
+                          "command", None)
+        if isinstance(command, click.Command):
+            cli.add_command(command)
+
+
+_add_tool_commands()
 
 
 def main(argv=None):

@@ -1,0 +1,120 @@
+"""Deconvolution: Caffe's transposed convolution, the Convolution layer run backwards.
+
+Blobs: weight (channels, num_output / group, kernel_h, kernel_w), the shape of the weights of
+the convolution that maps the top back onto the bottom, and with bias_term a bias
+(num_output,). The top's spatial size is stride (H - 1) + dilation (kernel - 1) + 1 - 2 pad,
+so that convolution, with the same kernel, pad, stride and dilation, maps it back to H.
+
+As in Caffe's DeconvolutionLayer (reverse_dimensions): forward is that convolution's
+backward-data pass (weights^T . bottom, then col2im) plus the bias, the bottom gradient is its
+forward pass on the top diff, and the weight gradient is its weight gradient with the top diff
+as input and the bottom as output gradient. The GEMMs are those of a private
+ConvolutionLayer that holds the same weight blob, so both layers share one code path.
+"""
+from .. import netkit_pb2 as pb
+from ..fillers import fill
+from ..layer import Layer, LayerSetupError
+from ..registry import layers
+from .convolution import ConvolutionLayer, conv_geometry
+
+NO_PARAMS = (False, False)
+
+
+@layers.register("Deconvolution")
+class DeconvolutionLayer(Layer):
+    min_bottom = 1
+    min_top = 1
+
+    def setup(self, bottom, top):
+        self.check_arity(bottom, top)
+        if len(bottom) != len(top):
+            raise LayerSetupError("Deconvolution needs one top per bottom, got %d bottoms and "
+                                  "%d tops" % (len(bottom), len(top)))
+        p = self.layer_param.convolution_param
+        num_axes = len(bottom[0].shape)
+        if not -num_axes <= p.axis < num_axes:
+            raise LayerSetupError("convolution_param axis %d is out of range for a %d-axis "
+                                  "bottom" % (p.axis, num_axes))
+        self.channel_axis = p.axis % num_axes
+        if num_axes - self.channel_axis - 1 != 2:
+            raise LayerSetupError("Deconvolution supports 2 spatial axes after "
+                                  "convolution_param axis, got %d (bottom shape %s)"
+                                  % (num_axes - self.channel_axis - 1, bottom[0].shape))
+        self.geom = conv_geometry(p)
+        self.channels = bottom[0].shape[self.channel_axis]
+        self.num_output, self.group, self.bias_term = p.num_output, p.group, p.bias_term
+        if self.num_output < 1:
+            raise LayerSetupError("convolution_param num_output must be positive")
+        if self.group < 1 or self.channels % self.group or self.num_output % self.group:
+            raise LayerSetupError("convolution_param group %d must divide both the %d input "
+                                  "channels and num_output %d"
+                                  % (self.group, self.channels, self.num_output))
+        weight_shape = (self.channels, self.num_output // self.group) + self.geom.kernel
+        shapes = [weight_shape] + ([(self.num_output,)] if self.bias_term else [])
+        if self.blobs and [b.shape for b in self.blobs] != shapes:
+            raise LayerSetupError("Deconvolution expects parameter shapes %s, has %s"
+                                  % (shapes, [b.shape for b in self.blobs]))
+        # The convolution from the top back to the bottom: num_output channels in, the
+        # bottom's channels out, no bias (the bias belongs to the top).
+        inner = pb.LayerParameter()
+        inner.CopyFrom(self.layer_param)
+        del inner.blobs[:]
+        inner.type = "Convolution"
+        inner.convolution_param.num_output = self.channels
+        inner.convolution_param.bias_term = False
+        self.conv = ConvolutionLayer(inner, self.phase, self.backend)
+        # Present weights are kept; otherwise the convolution fills them (weight_filler).
+        self.conv.blobs = self.blobs[:1]
+        self._shape_tops(bottom, top)
+        self.conv.setup(top, bottom)
+        if not self.blobs:
+            self.blobs.append(self.conv.blobs[0])
+            if self.bias_term:
+                self.add_param_blob((self.num_output,), fill(p.bias_filler, (self.num_output,)))
+        if not self.param_propagate_down:
+            self.param_propagate_down = [True] * len(self.blobs)
+
+    def _shape_tops(self, bottom, top):
+        shape = bottom[0].shape
+        if len(shape) != self.channel_axis + 3:
+            raise LayerSetupError("Deconvolution bottom must keep %d axes, got shape %s"
+                                  % (self.channel_axis + 3, shape))
+        if shape[self.channel_axis] != self.channels:
+            raise LayerSetupError("Deconvolution bottom has %d channels, the weights expect %d"
+                                  % (shape[self.channel_axis], self.channels))
+        for b in bottom[1:]:
+            if b.shape != shape:
+                raise LayerSetupError("Deconvolution bottoms must share one shape, got %s "
+                                      "and %s" % (shape, b.shape))
+        size = [s * (n - 1) + e - 2 * p for n, s, e, p in
+                zip(shape[-2:], self.geom.stride, self.geom.extent, self.geom.pad)]
+        if min(size) < 1:
+            raise LayerSetupError("Deconvolution pad %s leaves no output for a %dx%d bottom"
+                                  % ((self.geom.pad,) + shape[-2:]))
+        for t in top:
+            t.reshape(shape[:self.channel_axis] + (self.num_output,) + tuple(size))
+
+    def reshape(self, bottom, top):
+        self._shape_tops(bottom, top)
+        self.conv.reshape(top, bottom)
+
+    def forward(self, bottom, top):
+        # The Net may have swapped in a shared weight blob after setup.
+        self.conv.blobs[0] = self.blobs[0]
+        for index, (b, t) in enumerate(zip(bottom, top)):
+            self.conv.gradients(index, None, b.data, t.data, NO_PARAMS)
+            if self.bias_term:
+                t.data += self.blobs[1].data.reshape(self.num_output, 1, 1)
+
+    def backward(self, top, propagate_down, bottom):
+        prop = list(self.param_propagate_down) + [False] * len(self.blobs)
+        self.conv.blobs[0] = self.blobs[0]
+        for index, (b, t) in enumerate(zip(bottom, top)):
+            if self.bias_term and prop[1]:
+                self.blobs[1].diff += t.diff.reshape(-1, self.num_output, t.shape[-2] *
+                                                     t.shape[-1]).sum(axis=(0, 2))
+            if propagate_down[index]:
+                # Convolving the top diff leaves its columns for the weight gradient.
+                self.conv.convolve(index, t.diff, b.diff)
+            if prop[0]:
+                self.conv.gradients(index, t.diff, b.data, None, (True, False))
