@@ -60,6 +60,13 @@ class BatchNormLayer(Layer):
         num = array.shape[0]
         return array.reshape(num, self.channels, array.size // max(num * self.channels, 1))
 
+    def channel_mean(self, array):
+        """Mean over axes 0 and 2 of a (num, channels, spatial) view, kept as (1, C, 1); the
+        contiguous axis is reduced first, several times faster in numpy than both at once."""
+        total = array.sum(axis=2, keepdims=True).sum(axis=0, keepdims=True)
+        total /= array.size // self.channels
+        return total
+
     def stored_statistics(self):
         """mean and variance from the sums, each multiplied by 1 / factor (0 if factor is 0)."""
         factor = self.blobs[2].data
@@ -75,9 +82,9 @@ class BatchNormLayer(Layer):
             mean, variance = self.stored_statistics()
             xp.subtract(x, mean.reshape(1, -1, 1), out=y)
         else:
-            mean = x.mean(axis=(0, 2), keepdims=True)
+            mean = self.channel_mean(x)
             xp.subtract(x, mean, out=y)
-            variance = xp.square(y).mean(axis=(0, 2))
+            variance = self.channel_mean(xp.square(y)).reshape(-1)
             self.update_running_sums(mean.reshape(-1), variance, x.size // self.channels)
         std = xp.sqrt(variance + self.eps).reshape(1, -1, 1)
         y /= std
@@ -108,7 +115,7 @@ class BatchNormLayer(Layer):
             xp.divide(dy, self.std, out=dx)
             return
         y = self.x_norm
-        correction = y * (dy * y).mean(axis=(0, 2), keepdims=True)
-        correction += dy.mean(axis=(0, 2), keepdims=True)
+        correction = y * self.channel_mean(dy * y)
+        correction += self.channel_mean(dy)
         xp.subtract(dy, correction, out=dx)
         dx /= self.std

@@ -47,8 +47,9 @@ def broadcast_dims(bottom, operand_shape, axis, field):
 
 
 def _sum_to_operand(array, shape):
-    """Sum a (outer, dim, inner) array over outer and inner, shaped like the operand."""
-    return array.sum(axis=(0, 2)).reshape(shape)
+    """Sum a (outer, dim, inner) array over outer and inner, shaped like the operand (the
+    contiguous axis first: numpy reduces that several times faster than both at once)."""
+    return array.sum(axis=2).sum(axis=0).reshape(shape)
 
 
 @layers.register("Bias")

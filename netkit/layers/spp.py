@@ -53,8 +53,8 @@ class SPPLayer(Layer):
             raise LayerSetupError("SPP bottom must have 4 axes (num, channels, height, width), "
                                   "got shape %s" % (shape,))
         if shape != self._shape:
-            self._shape = shape
             self._build(bottom, top)
+            self._shape = shape
         if self.height == 1:
             self.levels[0][0].reshape(bottom, top)
             return
@@ -64,7 +64,8 @@ class SPPLayer(Layer):
         self.parts = []
         start = 0
         for _, _, level_top in self.levels:
-            stop = start + level_top[0].count // shape[0]
+            _, channels, bins_h, bins_w = level_top[0].shape
+            stop = start + channels * bins_h * bins_w
             self.parts.append((start, stop))
             start = stop
         top[0].reshape(shape[0], start)
@@ -72,7 +73,7 @@ class SPPLayer(Layer):
     def _build(self, bottom, top):
         """One Pooling layer per level; level 0 reads and writes the bottom itself, the
         others a blob sharing its data with a diff of their own."""
-        _, _, height, width = self._shape
+        _, _, height, width = bottom[0].shape
         self.levels = []
         for level in range(self.height):
             param = pb.LayerParameter(name="%s_level%d" % (self.name, level), type="Pooling")

@@ -246,7 +246,7 @@ def convert_imageset(root_folder, listfile, db_name, gray=False, shuffle=False, 
             yield "%08d_%s" % (line_id, path), value
 
     level = cv2.utils.logging.getLogLevel()
-    # OpenCV's own warning for an unreadable file would duplicate the error line below.
+    # OpenCV's own warning for an unreadable file would duplicate netkit's error line.
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="convert_imageset")
     try:
