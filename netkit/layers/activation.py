@@ -100,10 +100,9 @@ class PReLULayer(InputKeepingNeuron):
             else:
                 self.blobs[0].diff += _channel_sum(contribution)
         if propagate_down[0]:
-            # 1 where x > 0, else the slope; mask arithmetic beats xp.where here.
-            slope = self.slope()
-            factor = (x > 0) * (1 - slope)
-            factor += slope
+            # Exactly 1 where x > 0, else the slope; mask arithmetic beats xp.where here.
+            factor = (x <= 0) * self.slope()
+            factor += x > 0
             xp.multiply(dy, factor, out=_channel_view(bottom[0].diff, shape))
 
 
