@@ -35,6 +35,18 @@ class Blob:
     def num_axes(self):
         return len(self._shape)
 
+    # pycaffe's legacy 4-D accessors (Caffe's LegacyShape: missing axes count as 1).
+    def _legacy(self, index):
+        if len(self._shape) > 4:
+            raise ValueError("num/channels/height/width need a blob of at most 4 axes, "
+                             "got %s" % (self._shape,))
+        return self._shape[index] if index < len(self._shape) else 1
+
+    num = property(lambda self: self._legacy(0))
+    channels = property(lambda self: self._legacy(1))
+    height = property(lambda self: self._legacy(2))
+    width = property(lambda self: self._legacy(3))
+
     def reshape(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = shape[0]

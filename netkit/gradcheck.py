@@ -121,6 +121,7 @@ def _check_blob(blob, what, grad, objective, rs, stepsize, threshold, kink, kink
 
 
 def has_backward(layer):
+    """Whether the layer's class defines a backward (Accuracy, data layers do not)."""
     return type(layer).backward is not Layer.backward
 
 
@@ -132,9 +133,9 @@ def check_net(net, names=None, input_seed=1701, **options):
     Input layers' tops are filled with standard gaussian values (seed `input_seed`);
     data layers produce their batch. Each layer runs on copies of its bottoms (so
     in-place layers are checked on their real input) and checks the bottoms that take
-    a gradient (not labels) and its parameter blobs; the kink rule applies to bottoms
-    only (it is a property of the input, e.g. ReLU at 0, not of a bias that happens to
-    be 0). `options` go to check_layer.
+    a gradient (those `allow_force_backward` admits: not labels) and its parameter
+    blobs. The kink rule applies to bottoms only (it is a property of the input, e.g.
+    ReLU at 0, not of a bias that happens to be 0). `options` go to check_layer.
     """
     chosen = (range(len(net.layers)) if names is None
               else sorted({net.layer_index(n) for n in names}))
