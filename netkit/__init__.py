@@ -10,10 +10,12 @@ from .errors import NetkitError
 from .layer import TEST, TRAIN, Layer
 from .net import Net
 from .rng import set_random_seed
-from .solvers import SGDSolver, Solver, get_solver
+from .solvers import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver,
+                      RMSPropSolver, SGDSolver, Solver, get_solver)
 
 __version__ = "0.1.0"
 
-__all__ = ["Blob", "Layer", "Net", "NetkitError", "SGDSolver", "Solver", "TEST", "TRAIN",
+__all__ = ["AdaDeltaSolver", "AdaGradSolver", "AdamSolver", "NesterovSolver", "RMSPropSolver",
+           "Blob", "Layer", "Net", "NetkitError", "SGDSolver", "Solver", "TEST", "TRAIN",
            "get_backend", "get_solver", "set_device", "set_mode_cpu", "set_mode_gpu",
            "set_random_seed"]

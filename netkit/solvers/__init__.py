@@ -13,6 +13,7 @@ from .rmsprop import RMSPropSolver
 from .sgd import SGDSolver
 from .solver import Solver, read_solver_param
 
+
 def solver_type(param):
     """The update rule named by `type`, or by the legacy `solver_type` enum."""
     if solver_needs_upgrade(param) and not param.HasField("type"):

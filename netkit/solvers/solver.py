@@ -298,6 +298,8 @@ class Solver(abc.ABC):
     # -- the update ------------------------------------------------------------------------
     def get_learning_rate(self):
         p = self.param
+        if p.lr_policy == "step" and p.stepsize > 0:
+            self.current_step = self.iter // p.stepsize  # recorded in the SolverState
         if p.lr_policy == "multistep" and self.current_step < len(p.stepvalue) \
                 and self.iter >= p.stepvalue[self.current_step]:
             self.current_step += 1
