@@ -94,6 +94,22 @@ class Layer:
         self.blobs.append(blob)
         return blob
 
+    def weight_and_bias(self, weight_shape, bias_shape, weight_filler, bias_filler):
+        """Create the weight blob and, if `bias_shape`, the bias blob from their fillers; blobs
+        already present (loaded or shared before setup) are kept if their shapes fit."""
+        shapes = [tuple(weight_shape)] + ([tuple(bias_shape)] if bias_shape else [])
+        if self.blobs:
+            if [b.shape for b in self.blobs] != shapes:
+                raise LayerSetupError("%s expects parameter shapes %s, has %s"
+                                      % (self.type, shapes, [b.shape for b in self.blobs]))
+        else:
+            from .fillers import fill
+            self.add_param_blob(weight_shape, fill(weight_filler, weight_shape))
+            if bias_shape:
+                self.add_param_blob(bias_shape, fill(bias_filler, bias_shape))
+        if not self.param_propagate_down:
+            self.param_propagate_down = [True] * len(self.blobs)
+
     def check_arity(self, bottom, top):
         def check(what, n, exact, lo, hi):
             if exact is not None and n != exact:

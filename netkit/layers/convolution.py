@@ -17,7 +17,6 @@ chunks of images.
 Both passes also run on plain arrays (`convolve`, `gradients`): Deconvolution keeps one of
 these layers for the convolution from its top to its bottom and runs it backwards.
 """
-from ..fillers import fill
 from ..layer import Layer, LayerSetupError
 from ..ops.im2col import ConvGeometry, col2im_cf, col2im_cl, im2col_cf, im2col_cl
 from ..ops.workspace import Workspace
@@ -67,6 +66,34 @@ def conv_geometry(param):
     return ConvGeometry(kernel, pad, stride, dilation)
 
 
+def image_channel_axis(layer, bottom_shape):
+    """convolution_param.axis made non-negative, checking 2 spatial axes follow it."""
+    axis = layer.layer_param.convolution_param.axis
+    num_axes = len(bottom_shape)
+    if not -num_axes <= axis < num_axes:
+        raise LayerSetupError("convolution_param axis %d is out of range for a %d-axis "
+                              "bottom" % (axis, num_axes))
+    spatial = num_axes - axis % num_axes - 1
+    if spatial != 2:
+        raise LayerSetupError("%s supports 2 spatial axes after convolution_param axis, got "
+                              "%d (bottom shape %s)" % (layer.type, spatial, bottom_shape))
+    return axis % num_axes
+
+
+def check_group(channels, num_output, group):
+    if num_output < 1:
+        raise LayerSetupError("convolution_param num_output must be positive")
+    if group < 1 or channels % group or num_output % group:
+        raise LayerSetupError("convolution_param group %d must divide both the %d input "
+                              "channels and num_output %d" % (group, channels, num_output))
+
+
+def check_one_top_per_bottom(layer, bottom, top):
+    if len(bottom) != len(top):
+        raise LayerSetupError("%s needs one top per bottom, got %d bottoms and %d tops"
+                              % (layer.type, len(bottom), len(top)))
+
+
 @layers.register("Convolution")
 class ConvolutionLayer(Layer):
     min_bottom = 1
@@ -74,43 +101,17 @@ class ConvolutionLayer(Layer):
 
     def setup(self, bottom, top):
         self.check_arity(bottom, top)
-        if len(bottom) != len(top):
-            raise LayerSetupError("Convolution needs one top per bottom, got %d bottoms and "
-                                  "%d tops" % (len(bottom), len(top)))
+        check_one_top_per_bottom(self, bottom, top)
         p = self.layer_param.convolution_param
-        num_axes = len(bottom[0].shape)
-        if not -num_axes <= p.axis < num_axes:
-            raise LayerSetupError("convolution_param axis %d is out of range for a %d-axis "
-                                  "bottom" % (p.axis, num_axes))
-        self.channel_axis = p.axis % num_axes
-        spatial = num_axes - self.channel_axis - 1
-        if spatial != 2:
-            raise LayerSetupError("Convolution supports 2 spatial axes after "
-                                  "convolution_param axis, got %d (bottom shape %s)"
-                                  % (spatial, bottom[0].shape))
+        self.channel_axis = image_channel_axis(self, bottom[0].shape)
         self.geom = conv_geometry(p)
         self.channels = bottom[0].shape[self.channel_axis]
         self.num_output, self.group = self.output_channels_and_group(p, self.channels)
-        if self.num_output < 1:
-            raise LayerSetupError("convolution_param num_output must be positive")
-        if self.group < 1 or self.channels % self.group or self.num_output % self.group:
-            raise LayerSetupError("convolution_param group %d must divide both the %d input "
-                                  "channels and num_output %d"
-                                  % (self.group, self.channels, self.num_output))
+        check_group(self.channels, self.num_output, self.group)
         self.bias_term = p.bias_term
         weight_shape = (self.num_output, self.channels // self.group) + self.geom.kernel
-        shapes = [weight_shape] + ([(self.num_output,)] if self.bias_term else [])
-        if self.blobs:
-            # Parameters already present (shared or loaded): keep them, as Caffe does.
-            if [b.shape for b in self.blobs] != shapes:
-                raise LayerSetupError("Convolution expects parameter shapes %s, has %s"
-                                      % (shapes, [b.shape for b in self.blobs]))
-        else:
-            self.add_param_blob(weight_shape, fill(p.weight_filler, weight_shape))
-            if self.bias_term:
-                self.add_param_blob((self.num_output,), fill(p.bias_filler, (self.num_output,)))
-        if not self.param_propagate_down:
-            self.param_propagate_down = [True] * len(self.blobs)
+        self.weight_and_bias(weight_shape, (self.num_output,) if self.bias_term else None,
+                             p.weight_filler, p.bias_filler)
         self.ws = Workspace(self.xp)
         self._plan = None
         # Bottoms whose column buffer holds the columns of the last forward (whole batch).

@@ -15,7 +15,8 @@ from .. import netkit_pb2 as pb
 from ..fillers import fill
 from ..layer import Layer, LayerSetupError
 from ..registry import layers
-from .convolution import ConvolutionLayer, conv_geometry
+from .convolution import (ConvolutionLayer, check_group, check_one_top_per_bottom,
+                          conv_geometry, image_channel_axis)
 
 NO_PARAMS = (False, False)
 
@@ -27,28 +28,13 @@ class DeconvolutionLayer(Layer):
 
     def setup(self, bottom, top):
         self.check_arity(bottom, top)
-        if len(bottom) != len(top):
-            raise LayerSetupError("Deconvolution needs one top per bottom, got %d bottoms and "
-                                  "%d tops" % (len(bottom), len(top)))
+        check_one_top_per_bottom(self, bottom, top)
         p = self.layer_param.convolution_param
-        num_axes = len(bottom[0].shape)
-        if not -num_axes <= p.axis < num_axes:
-            raise LayerSetupError("convolution_param axis %d is out of range for a %d-axis "
-                                  "bottom" % (p.axis, num_axes))
-        self.channel_axis = p.axis % num_axes
-        if num_axes - self.channel_axis - 1 != 2:
-            raise LayerSetupError("Deconvolution supports 2 spatial axes after "
-                                  "convolution_param axis, got %d (bottom shape %s)"
-                                  % (num_axes - self.channel_axis - 1, bottom[0].shape))
+        self.channel_axis = image_channel_axis(self, bottom[0].shape)
         self.geom = conv_geometry(p)
         self.channels = bottom[0].shape[self.channel_axis]
         self.num_output, self.group, self.bias_term = p.num_output, p.group, p.bias_term
-        if self.num_output < 1:
-            raise LayerSetupError("convolution_param num_output must be positive")
-        if self.group < 1 or self.channels % self.group or self.num_output % self.group:
-            raise LayerSetupError("convolution_param group %d must divide both the %d input "
-                                  "channels and num_output %d"
-                                  % (self.group, self.channels, self.num_output))
+        check_group(self.channels, self.num_output, self.group)
         weight_shape = (self.channels, self.num_output // self.group) + self.geom.kernel
         shapes = [weight_shape] + ([(self.num_output,)] if self.bias_term else [])
         if self.blobs and [b.shape for b in self.blobs] != shapes:

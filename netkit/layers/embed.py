@@ -1,5 +1,4 @@
 """Embed: look up one learned row per integer input (a one-hot InnerProduct)."""
-from ..fillers import fill
 from ..layer import Layer, LayerSetupError
 from ..registry import layers
 
@@ -33,17 +32,8 @@ class EmbedLayer(Layer):
             raise LayerSetupError("embed_param input_dim must be positive")
         self.num_output, self.input_dim, self.bias_term = p.num_output, p.input_dim, p.bias_term
         weight_shape = (self.input_dim, self.num_output)
-        shapes = [weight_shape] + ([(self.num_output,)] if self.bias_term else [])
-        if self.blobs:
-            if [b.shape for b in self.blobs] != shapes:
-                raise LayerSetupError("Embed expects parameter shapes %s, has %s"
-                                      % (shapes, [b.shape for b in self.blobs]))
-        else:
-            self.add_param_blob(weight_shape, fill(p.weight_filler, weight_shape))
-            if self.bias_term:
-                self.add_param_blob((self.num_output,), fill(p.bias_filler, (self.num_output,)))
-        if not self.param_propagate_down:
-            self.param_propagate_down = [True] * len(self.blobs)
+        self.weight_and_bias(weight_shape, (self.num_output,) if self.bias_term else None,
+                             p.weight_filler, p.bias_filler)
 
     def allow_force_backward(self, bottom_index):
         return False

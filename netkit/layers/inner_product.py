@@ -4,7 +4,6 @@ The bottom is flattened from `axis` on (default 1) into K inputs per row; axes b
 rows (M). Blobs: weight (num_output, K), or (K, num_output) with `transpose: true`, and with
 bias_term a bias (num_output,).
 """
-from ..fillers import fill
 from ..layer import Layer, LayerSetupError
 from ..registry import layers
 
@@ -26,18 +25,8 @@ class InnerProductLayer(Layer):
         self.inputs = _count(bottom[0].shape[self.axis:])
         weight_shape = ((self.inputs, self.num_output) if self.transpose
                         else (self.num_output, self.inputs))
-        shapes = [weight_shape] + ([(self.num_output,)] if self.bias_term else [])
-        if self.blobs:
-            # Parameters already present (shared or loaded): keep them, as Caffe does.
-            if [b.shape for b in self.blobs] != shapes:
-                raise LayerSetupError("InnerProduct expects parameter shapes %s, has %s"
-                                      % (shapes, [b.shape for b in self.blobs]))
-        else:
-            self.add_param_blob(weight_shape, fill(p.weight_filler, weight_shape))
-            if self.bias_term:
-                self.add_param_blob((self.num_output,), fill(p.bias_filler, (self.num_output,)))
-        if not self.param_propagate_down:
-            self.param_propagate_down = [True] * len(self.blobs)
+        self.weight_and_bias(weight_shape, (self.num_output,) if self.bias_term else None,
+                             p.weight_filler, p.bias_filler)
 
     def _axis(self, shape):
         axis = self.layer_param.inner_product_param.axis
