@@ -47,7 +47,6 @@ def lenet_solver_param(batch):
 
 
 def time_netkit(batch, iters, x, y):
-    import numpy as np
     from netkit.solvers import SGDSolver
     solver = SGDSolver(lenet_solver_param(batch), backend="cpu")
     net = solver.net

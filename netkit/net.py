@@ -15,7 +15,7 @@ from . import graph
 from .backend import get_backend
 from .blob import Blob
 from .errors import NetkitError
-from .layer import TRAIN, TEST, LayerSetupError
+from .layer import TEST, LayerSetupError
 from .log import logger
 from .protoio import load_net_param
 from .registry import UnknownTypeError, layers as layer_registry

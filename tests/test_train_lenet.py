@@ -11,7 +11,7 @@ import pytest
 
 from netkit import get_solver
 from netkit import netkit_pb2 as pb
-from netkit.protoio import parse_text, read_text
+from netkit.protoio import read_text
 from netkit.weights import load_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

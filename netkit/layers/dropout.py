@@ -4,14 +4,6 @@ from ..registry import layers
 from .neuron import NeuronLayer
 
 
-def _scale_train(param):
-    """dropout_param.scale_train where the schema has it (Intel Caffe's field); BVLC Caffe
-    always scales at train time."""
-    if "scale_train" in param.DESCRIPTOR.fields_by_name:
-        return param.scale_train
-    return True
-
-
 @layers.register("Dropout")
 class DropoutLayer(NeuronLayer):
     """TRAIN: y = x * mask * scale with mask ~ Bernoulli(1 - dropout_ratio), fresh each pass.
@@ -29,7 +21,7 @@ class DropoutLayer(NeuronLayer):
         if not 0.0 <= self.ratio < 1.0:
             raise LayerSetupError("dropout_param.dropout_ratio must be in [0, 1), got %g"
                                   % self.ratio)
-        self.scale_train = _scale_train(param)
+        self.scale_train = param.scale_train  # Intel Caffe's field; BVLC always scales
         if self.phase == TRAIN:
             self.scale = 1.0 / (1.0 - self.ratio) if self.scale_train else 1.0
         else:

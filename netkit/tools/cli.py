@@ -3,11 +3,9 @@
 Caffe's single-dash flags work as they do with gflags: `-solver x`, `-solver=x` and
 `--solver x` are the same.
 """
-import logging
 import re
 import signal
 import sys
-import time
 
 import click
 
