@@ -38,6 +38,30 @@ def run_forward(layer, bottom, top):
     return [layer.backend.asnumpy(t.data) for t in top]
 
 
+def forward_backward(layer, backend, bottoms, top_diffs, propagate=None):
+    """Set up and run forward, then backward with the given top diffs (param diffs zeroed
+    first); returns host copies: (tops' data, bottoms' diffs, params' diffs)."""
+    bottom = blobs(backend, *bottoms)
+    top = tops(backend, len(top_diffs))
+    outputs = run_forward(layer, bottom, top)
+    for blob, diff in zip(top, top_diffs):
+        blob.diff[...] = backend.asarray(np.broadcast_to(diff, blob.shape).astype(np.float32))
+    for p in layer.blobs:
+        p.diff[...] = 0
+    layer.backward(top, propagate or [True] * len(bottom), bottom)
+    return (outputs, [backend.asnumpy(b.diff) for b in bottom],
+            [backend.asnumpy(p.diff) for p in layer.blobs])
+
+
+def assert_close(actual, expected, rtol=1e-5):
+    """Relative L2 distance: robust to float32 round-off in BLAS kernels of any kind."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape
+    scale = max(np.linalg.norm(expected), 1e-12)
+    assert np.linalg.norm(actual - expected) / scale <= rtol, \
+        "relative error %g" % (np.linalg.norm(actual - expected) / scale)
+
+
 def check_gradient(layer, bottom, top, check_bottom=None, stepsize=1e-2, threshold=1e-3,
                    kink=0.0, kink_range=-1.0, seed=1701, max_checks=200, check_params=True,
                    setup=True):

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from layertest import blobs, check_gradient, make_layer, run_forward, tops
+import layertest
+from layertest import assert_close, blobs, check_gradient, make_layer, run_forward, tops
 from netkit import TEST, Net
 from netkit.blob import Blob
 from netkit.layer import LayerSetupError
@@ -23,28 +24,13 @@ def t(a):
     return torch.from_numpy(np.asarray(a, dtype=np.float32))
 
 
-def assert_close(actual, expected, rtol=1e-5):
-    """Relative L2 distance: robust to float32 round-off in BLAS kernels of any kind."""
-    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    assert actual.shape == expected.shape
-    scale = max(np.linalg.norm(expected), 1e-12)
-    assert np.linalg.norm(actual - expected) / scale <= rtol, \
-        "relative error %g" % (np.linalg.norm(actual - expected) / scale)
 
 
 def forward_backward(layer, backend, bottoms, top_diffs, propagate=None):
-    """Run forward, then backward with the given top diffs; host copies of everything."""
-    bottom = blobs(backend, *bottoms)
-    top = tops(backend, len(top_diffs))
-    outputs = run_forward(layer, bottom, top)
-    for blob, diff in zip(top, top_diffs):
-        blob.diff[...] = backend.asarray(np.broadcast_to(diff, blob.shape).astype(np.float32))
-    for p in layer.blobs:
-        p.diff[...] = 0
-    layer.backward(top, propagate or [True] * len(bottom), bottom)
-    return (outputs, [backend.asnumpy(b.diff) for b in bottom],
-            [backend.asnumpy(p.data) for p in layer.blobs],
-            [backend.asnumpy(p.diff) for p in layer.blobs])
+    """layertest.forward_backward, with the parameters' values before the gradients."""
+    outputs, bottom_diffs, param_diffs = layertest.forward_backward(
+        layer, backend, bottoms, top_diffs, propagate)
+    return outputs, bottom_diffs, [backend.asnumpy(p.data) for p in layer.blobs], param_diffs
 
 
 def deconv_text(num_output, extra="", bias=True):

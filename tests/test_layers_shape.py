@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from layertest import blobs, check_gradient, make_layer, run_forward, tops
+from layertest import blobs, check_gradient, forward_backward, make_layer, run_forward, tops
 from netkit.layer import LayerSetupError
 
 RS = np.random.RandomState(3)
@@ -23,17 +23,6 @@ def distinct(*shape, spacing=0.1):
     return (RS.permutation(n).reshape(shape) * spacing - n * spacing / 2).astype(np.float32)
 
 
-def forward_backward(layer, backend, bottoms, top_diffs, propagate=None):
-    """Run forward, then backward with the given top diffs; host copies of everything."""
-    bottom = blobs(backend, *bottoms)
-    top = tops(backend, len(top_diffs))
-    outputs = run_forward(layer, bottom, top)
-    for blob, diff in zip(top, top_diffs):
-        blob.diff[...] = backend.asarray(np.broadcast_to(diff, blob.shape).astype(np.float32))
-    for p in layer.blobs:
-        p.diff[...] = 0
-    layer.backward(top, propagate or [True] * len(bottom), bottom)
-    return outputs, [backend.asnumpy(b.diff) for b in bottom]
 
 
 def fails(backend, text, *bottoms, num_tops=1, match):
@@ -56,7 +45,7 @@ def test_slice_matches_numpy_split(backend, params, num_tops, axis, points):
     x = rand(6, 6, 3, 5)
     layer = make_layer('type: "Slice" slice_param { %s }' % params, backend)
     dys = [rand(*p.shape) for p in np.split(x, points, axis=axis)]
-    outputs, (dx,) = forward_backward(layer, backend, [x], dys)
+    outputs, (dx,), _ = forward_backward(layer, backend, [x], dys)
     for y, ref in zip(outputs, np.split(x, points, axis=axis)):
         np.testing.assert_array_equal(y, ref)
     np.testing.assert_array_equal(dx, np.concatenate(dys, axis=axis))
@@ -101,7 +90,7 @@ def test_reshape_shapes_and_values(backend, params, expected):
     x = rand(2, 3, 6, 5)
     layer = make_layer('type: "Reshape" reshape_param { %s }' % params, backend)
     dy = rand(*expected)
-    (y,), (dx,) = forward_backward(layer, backend, [x], [dy])
+    (y,), (dx,), _ = forward_backward(layer, backend, [x], [dy])
     assert y.shape == expected
     np.testing.assert_array_equal(y, x.reshape(expected))
     np.testing.assert_array_equal(dx, dy.reshape(x.shape))
@@ -155,7 +144,7 @@ def test_tile_matches_numpy_tile(backend, axis, tiles):
     layer = make_layer('type: "Tile" tile_param { axis: %d tiles: %d }' % (axis, tiles),
                        backend)
     dy = rand(*ref.shape)
-    (y,), (dx,) = forward_backward(layer, backend, [x], [dy])
+    (y,), (dx,), _ = forward_backward(layer, backend, [x], [dy])
     np.testing.assert_array_equal(y, ref)
     split = np.stack(np.split(dy, tiles, axis=axis))
     np.testing.assert_allclose(dx, split.sum(axis=0), rtol=1e-6)
@@ -190,7 +179,7 @@ def test_reduction_matches_numpy(backend, op, axis, coeff):
                        % (op, axis, coeff), backend)
     ref = reduction_ref(x, op, axis % 3, coeff)
     dy = rand(*ref.shape)
-    (y,), (dx,) = forward_backward(layer, backend, [x], [dy])
+    (y,), (dx,), _ = forward_backward(layer, backend, [x], [dy])
     assert y.shape == ref.shape
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
     rows, scale = x.reshape(dy.size, -1), coeff * dy.reshape(-1, 1)
@@ -316,7 +305,7 @@ def test_embed_looks_up_rows_and_accumulates_repeats(backend, bias):
     index = np.array([[0, 5, 2], [2, 2, 3.0]], np.float32)
     layer = make_layer(EMBED % ("" if bias else "bias_term: false"), backend)
     dy = rand(2, 3, 4)
-    (y,), _ = forward_backward(layer, backend, [index], [dy], [False])
+    (y,), _, _ = forward_backward(layer, backend, [index], [dy], [False])
     weight = backend.asnumpy(layer.blobs[0].data)
     assert weight.shape == (6, 4) and len(layer.blobs) == 1 + bias
     ref = weight[index.astype(int)] + (backend.asnumpy(layer.blobs[1].data) if bias else 0)
@@ -373,7 +362,7 @@ def test_crop_matches_numpy_slicing(backend, params, window):
     ref = x[window]
     layer = make_layer('type: "Crop" crop_param { %s }' % params, backend)
     dy = rand(*ref.shape)
-    (y,), (dx, dlike) = forward_backward(layer, backend, [x, like], [dy])
+    (y,), (dx, dlike), _ = forward_backward(layer, backend, [x, like], [dy])
     np.testing.assert_array_equal(y, ref)
     expected = np.zeros_like(x)
     expected[window] = dy
@@ -493,7 +482,7 @@ def test_batch_reindex_gathers_and_scatters_with_repeats(backend):
     x, index = rand(4, 2, 3), np.array([3, 0, 3, 3, 1], np.float32)
     layer = make_layer('type: "BatchReindex"', backend)
     dy = rand(5, 2, 3)
-    (y,), (dx, _) = forward_backward(layer, backend, [x, index], [dy], [True, False])
+    (y,), (dx, _), _ = forward_backward(layer, backend, [x, index], [dy], [True, False])
     np.testing.assert_array_equal(y, x[index.astype(int)])
     expected = np.zeros_like(x)
     np.add.at(expected, index.astype(int), dy)
@@ -541,7 +530,7 @@ def test_im2col_matches_torch_unfold_and_fold(backend, params, kwargs):
     probe = tops(backend, 1)
     run_forward(layer, blobs(backend, x), probe)
     dy = rand(*probe[0].shape)
-    (y,), (dx,) = forward_backward(layer, backend, [x], [dy])
+    (y,), (dx,), _ = forward_backward(layer, backend, [x], [dy])
     assert y.shape[:2] == ref.shape[:2]
     np.testing.assert_array_equal(y.reshape(ref.shape), ref.numpy())
     dx_ref = F.fold(torch.from_numpy(dy.reshape(ref.shape)), x.shape[2:], **kwargs)
