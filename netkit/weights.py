@@ -1,4 +1,9 @@
-"""Weights I/O: Blob <-> BlobProto, Net <-> .caffemodel (binary NetParameter)."""
+"""Weights I/O: Blob <-> BlobProto, Net <-> .caffemodel (binary NetParameter) and
+.caffemodel.h5 (Caffe's HDF5 layout: group "data", then one group per layer name holding
+datasets "0", "1", ... for its blobs; group "diff" alike when diffs are written)."""
+import os
+import tempfile
+
 import numpy as np
 
 from . import netkit_pb2 as pb
@@ -69,13 +74,117 @@ def save_net(net, path, write_diff=False):
     write_binary(path, net_to_proto(net, write_diff))
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5(path):
+    """Caffe picks its HDF5 reader by the ".h5" extension; netkit also knows the file by
+    its HDF5 signature, so a renamed .caffemodel.h5 still loads."""
+    if path.endswith(".h5"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE
+    except OSError:
+        return False
+
+
+def write_hdf5_atomic(path, fill):
+    """Create an HDF5 file by calling `fill(h5py.File)` on a temporary file in the same
+    directory, then rename it over `path`: a crash mid-write leaves the old file intact."""
+    import h5py
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            fill(f)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def owned_blobs(net):
+    """(layer name, index, blob, owned) for every layer blob; `owned` is False where the
+    blob is shared from an earlier layer's param, which Caffe's ToHDF5 writes only once."""
+    owners = {id(p.blob) for p in net.learnable_params}
+    seen = set()
+    for name, layer in zip(net.layer_names, net.layers):
+        for i, blob in enumerate(layer.blobs):
+            owned = id(blob) in owners and id(blob) not in seen
+            seen.add(id(blob))
+            yield name, i, blob, owned
+
+
+def save_net_hdf5(net, path, write_diff=False):
+    """Write the weights as Caffe's .caffemodel.h5 (Net::ToHDF5), atomically."""
+    be = net.backend
+
+    def fill(f):
+        data = f.create_group("data")
+        diff = f.create_group("diff") if write_diff else None
+        for name in net.layer_names:
+            data.create_group(name)
+            if diff is not None:
+                diff.create_group(name)
+        for name, i, blob, owned in owned_blobs(net):
+            if owned:
+                data[name].create_dataset(str(i), data=be.asnumpy(blob.data).astype(np.float32))
+            if diff is not None:  # diffs are written for shared blobs too, as in Caffe
+                diff[name].create_dataset(str(i), data=be.asnumpy(blob.diff).astype(np.float32))
+
+    write_hdf5_atomic(path, fill)
+
+
+def copy_trained_layers_hdf5(net, path):
+    """Caffe's CopyTrainedLayersFromHDF5: layers by name from group "data"; a blob may
+    be missing only where the target shares it from another layer."""
+    import h5py
+    shared = {(name, i) for name, i, _, owned in owned_blobs(net) if not owned}
+    by_name = dict(zip(net.layer_names, net.layers))
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise NetkitError("%s: cannot read as HDF5: %s" % (path, e)) from None
+    with f:
+        if "data" not in f:
+            raise NetkitError("%s: HDF5 weights file has no 'data' group" % path)
+        for name, group in f["data"].items():
+            layer = by_name.get(name)
+            if layer is None:
+                continue
+            if len(group) > len(layer.blobs):
+                raise NetkitError("%s: incompatible number of blobs for layer '%s' (source "
+                                  "%d, target %d)" % (path, name, len(group), len(layer.blobs)))
+            for i, blob in enumerate(layer.blobs):
+                if str(i) not in group:
+                    if (name, i) in shared:
+                        continue
+                    raise NetkitError("%s: incompatible number of blobs for layer '%s' "
+                                      "(no dataset '%d')" % (path, name, i))
+                arr = np.asarray(group[str(i)], dtype=np.float32)
+                if arr.shape != tuple(blob.shape):
+                    raise NetkitError(
+                        "%s: cannot copy param %d weights from layer '%s'; shape mismatch. "
+                        "Source param shape is %s; target param shape is %s."
+                        % (path, i, name, arr.shape, tuple(blob.shape)))
+                blob.data[...] = net.backend.asarray(arr)
+
+
 def load_weights(path):
     """A NetParameter from a .caffemodel file."""
     return read_binary(path, pb.NetParameter())
 
 
 def copy_trained_layers(net, weights):
-    """Copy layer blobs from `weights` (path or NetParameter) into `net` by layer name."""
+    """Copy layer blobs from `weights` (path or NetParameter) into `net` by layer name;
+    an HDF5 path (.h5 or the HDF5 signature) goes to copy_trained_layers_hdf5."""
+    if isinstance(weights, str) and is_hdf5(weights):
+        return copy_trained_layers_hdf5(net, weights)
     source = weights if isinstance(weights, pb.NetParameter) else load_weights(weights)
     where = weights if isinstance(weights, str) else "<weights>"
     # V0/V1 files upgrade on read, as in Caffe; a file just loaded is upgraded in place.

@@ -7,6 +7,7 @@
 in Caffe, so `blob.update()` is `data -= diff`.
 """
 import abc
+import math
 import os
 import time
 
@@ -192,7 +193,10 @@ class Solver(abc.ABC):
             display = p.display and self.iter % p.display == 0
             loss = 0.0
             for _ in range(p.iter_size):
-                loss += self.net.forward_backward()
+                batch_loss = self.net.forward_backward()
+                if not math.isfinite(batch_loss):
+                    self._raise_diverged_loss(batch_loss)
+                loss += batch_loss
             loss /= p.iter_size
             self._update_smoothed_loss(loss, start_iter)
             if display:
@@ -204,6 +208,7 @@ class Solver(abc.ABC):
                 self._log_outputs(self.net, "Train", None)
             for cb in self.callbacks:
                 cb.on_gradients_ready()
+            self._check_finite_gradients()
             self.apply_update()
             self.iter += 1
             request = self._requested_action()
@@ -212,6 +217,54 @@ class Solver(abc.ABC):
             if request == STOP:
                 self.requested_early_exit = True
                 break
+
+    # -- divergence ------------------------------------------------------------------------
+    # A non-finite loss or gradient stops training before the update and before any
+    # snapshot, so the last good snapshot is never replaced by a diverged one. The checks
+    # cost one host float test of the loss and one device sum over the param diffs per
+    # iteration; only after a failure do they search for the first bad layer.
+    def _raise_diverged_loss(self, loss):
+        """Rerun forward layer by layer (data layers keep the batch they read) and name
+        the first layer, in forward order, whose top data is not finite."""
+        net, xp = self.net, self.backend.xp
+        culprit = "no top is non-finite on a rerun of forward"
+        for i, layer in enumerate(net.layers):
+            bottom, top = net.bottom_vecs[i], net.top_vecs[i]
+            if not layer.is_data:
+                layer.reshape(bottom, top)
+                layer.forward(bottom, top)
+            bad = [j for j, blob in enumerate(top) if not bool(xp.isfinite(blob.data).all())]
+            if bad:
+                culprit = "the first non-finite top is '%s' of layer '%s' (type %s)" % (
+                    net.top_names[i][bad[0]], net.layer_names[i], layer.layer_param.type)
+                break
+        raise NetkitError("training diverged at iteration %d: the loss is %s; %s"
+                          % (self.iter, fmt(loss), culprit))
+
+    def _check_finite_gradients(self):
+        """Sum every param diff on the device (NaN and inf survive a sum); only if the sum
+        is not finite look for the first non-finite diff by layer order and blob index."""
+        params = self.net.learnable_params
+        if not params:
+            return
+        total = params[0].blob.diff.sum()
+        for prm in params[1:]:
+            total = total + prm.blob.diff.sum()
+        if math.isfinite(float(total)):
+            return
+        xp = self.backend.xp
+        for name, layer in zip(self.net.layer_names, self.net.layers):
+            for i, blob in enumerate(layer.blobs):
+                if not bool(xp.isfinite(blob.diff).all()):
+                    raise NetkitError("training diverged at iteration %d: the diff of param "
+                                      "%d of layer '%s' is not finite" % (self.iter, i, name))
+
+    def _check_finite_weights(self):
+        for name, layer in zip(self.net.layer_names, self.net.layers):
+            for i, blob in enumerate(layer.blobs):
+                if not bool(self.backend.xp.isfinite(blob.data).all()):
+                    raise NetkitError("training diverged at iteration %d: param %d of layer "
+                                      "'%s' is not finite; not snapshotting" % (self.iter, i, name))
 
     def _requested_action(self):
         return self.action_request() if self.action_request else NONE
@@ -360,8 +413,16 @@ class Solver(abc.ABC):
         return "%s_iter_%d%s" % (self.param.snapshot_prefix, self.iter, extension)
 
     def snapshot(self):
-        if self.param.snapshot_format == pb.SolverParameter.HDF5:
-            raise NetkitError("snapshot_format HDF5 is not supported yet; use BINARYPROTO")
+        """Write the weights and the solver state (Caffe's Snapshot); returns both paths.
+        Refuses to write non-finite weights, which would replace a good snapshot."""
+        self._check_finite_weights()
+        hdf5 = self.param.snapshot_format == pb.SolverParameter.HDF5
+        if hdf5:
+            model = self.snapshot_filename(".caffemodel.h5")
+            logger.info("Snapshotting to HDF5 file %s", model)
+            from ..weights import save_net_hdf5
+            save_net_hdf5(self.net, model, write_diff=self.param.snapshot_diff)
+            return model, self._snapshot_state_hdf5(model)
         model = self.snapshot_filename(".caffemodel")
         logger.info("Snapshotting to binary proto file %s", model)
         self.net.save(model, write_diff=self.param.snapshot_diff)
@@ -377,25 +438,68 @@ class Solver(abc.ABC):
         write_binary(path, state)
         return model, path
 
+    def _snapshot_state_hdf5(self, model):
+        """Caffe's SnapshotSolverStateToHDF5: int datasets "iter" and "current_step" of
+        shape (1,), string dataset "learned_net", group "history" with datasets "0".."k"."""
+        from ..weights import write_hdf5_atomic
+        path = self.snapshot_filename(".solverstate.h5")
+        logger.info("Snapshotting solver state to HDF5 file %s", path)
+
+        def fill(f):
+            f.create_dataset("iter", data=np.array([self.iter], dtype=np.int32))
+            f.create_dataset("learned_net", data=np.bytes_(model.encode("utf-8")))
+            f.create_dataset("current_step", data=np.array([self.current_step], dtype=np.int32))
+            history = f.create_group("history")
+            for i, h in enumerate(self.history):
+                history.create_dataset(str(i), data=self.backend.asnumpy(h).astype(np.float32))
+
+        write_hdf5_atomic(path, fill)
+        return path
+
+    def _read_state_hdf5(self, path):
+        """(iter, learned_net, current_step, history arrays) from a .solverstate.h5."""
+        import h5py
+        try:
+            f = h5py.File(path, "r")
+        except OSError as e:
+            raise NetkitError("%s: cannot read as HDF5: %s" % (path, e)) from None
+        with f:
+            for name in ("iter", "current_step", "history"):
+                if name not in f:
+                    raise NetkitError("%s: HDF5 solver state has no '%s'" % (path, name))
+            learned = f["learned_net"][()] if "learned_net" in f else b""
+            learned = learned.decode("utf-8") if isinstance(learned, bytes) else str(learned)
+            history = f["history"]
+            arrays = [np.asarray(history[str(i)], dtype=np.float32) if str(i) in history
+                      else None for i in range(len(history))]
+            if any(a is None for a in arrays):
+                raise NetkitError("%s: history datasets must be named 0..%d"
+                                  % (path, len(history) - 1))
+            return (int(np.asarray(f["iter"]).ravel()[0]), learned,
+                    int(np.asarray(f["current_step"]).ravel()[0]), arrays)
+
     def restore(self, path):
+        """Load a .solverstate (binary) or .solverstate.h5 (HDF5, by extension as Caffe)."""
         from ..weights import blob_proto_to_array
         if path.endswith(".h5"):
-            raise NetkitError("%s: HDF5 solver states are not supported yet" % path)
-        state = read_binary(path, pb.SolverState())
-        if state.learned_net:
-            self.net.copy_from(state.learned_net)
-        if len(state.history) != len(self.history):
+            it, learned, step, arrays = self._read_state_hdf5(path)
+        else:
+            state = read_binary(path, pb.SolverState())
+            it, learned, step = state.iter, state.learned_net, state.current_step
+            arrays = [blob_proto_to_array(proto) for proto in state.history]
+        if learned:
+            self.net.copy_from(learned)
+        if len(arrays) != len(self.history):
             raise NetkitError("%s: solver state has %d history blobs, a %s solver on this "
-                              "net keeps %d" % (path, len(state.history), self.type_name,
+                              "net keeps %d" % (path, len(arrays), self.type_name,
                                                 len(self.history)))
-        for h, proto in zip(self.history, state.history):
-            arr = blob_proto_to_array(proto)
+        for h, arr in zip(self.history, arrays):
             if arr.size != h.size:
                 raise NetkitError("%s: history blob shape %s does not fit parameter %s"
                                   % (path, arr.shape, h.shape))
             h[...] = self.backend.asarray(arr.reshape(h.shape))
-        self.iter = state.iter
-        self.current_step = state.current_step
+        self.iter = it
+        self.current_step = step
         p = self.param
         self._replay_data(self.net, self.iter * p.iter_size)
         if p.test_interval:

@@ -1,0 +1,141 @@
+"""snapshot_format: HDF5 as Caffe writes it (Net::ToHDF5, SnapshotSolverStateToHDF5), read
+back with h5py against Caffe's names, and resumed from bit-exactly."""
+import h5py
+import numpy as np
+import pytest
+from google.protobuf import text_format
+
+from netkit import netkit_pb2 as pb
+from netkit.errors import NetkitError
+from netkit.net import Net
+from netkit.solvers import get_solver
+
+N, D = 8, 3
+LEAST_SQUARES = """
+  name: "least_squares"
+  layer { name: "data" type: "Input" top: "data" top: "targets"
+          input_param { shape { dim: %d dim: %d } shape { dim: %d dim: 1 } } }
+  layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+          param { lr_mult: 1 } param { lr_mult: 2 }
+          inner_product_param { num_output: 1 weight_filler { type: "gaussian" std: 1 }
+                                bias_filler { type: "gaussian" std: 1 } } }
+  layer { name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "targets" top: "loss" }
+""" % (N, D, N)
+
+SGD = 'type: "SGD" base_lr: 0.1 lr_policy: "step" gamma: 0.5 stepsize: 2 momentum: 0.9'
+ADAM = 'type: "Adam" base_lr: 0.05 lr_policy: "fixed" momentum: 0.9 momentum2: 0.999'
+
+
+def make_solver(backend, text, prefix="unused"):
+    param = text_format.Parse(text + " random_seed: 5 snapshot_format: HDF5", pb.SolverParameter())
+    param.net_param.CopyFrom(text_format.Parse(LEAST_SQUARES, pb.NetParameter()))
+    param.snapshot_prefix = str(prefix)
+    solver = get_solver(param, backend=backend)
+    rs = np.random.RandomState(7)
+    solver.net.blobs["data"].data[...] = backend.asarray(rs.standard_normal((N, D)).astype(np.float32))
+    solver.net.blobs["targets"].data[...] = backend.asarray(rs.standard_normal((N, 1)).astype(np.float32))
+    return solver
+
+
+def params_of(backend, solver):
+    return [backend.asnumpy(p.blob.data) for p in solver.net.learnable_params]
+
+
+def test_hdf5_layout_has_caffes_names(tmp_path, backend):
+    solver = make_solver(backend, SGD, tmp_path / "ls")
+    solver.step(3)
+    model, state = solver.snapshot()
+    assert model == str(tmp_path / "ls_iter_3.caffemodel.h5")
+    assert state == str(tmp_path / "ls_iter_3.solverstate.h5")
+    with h5py.File(model, "r") as f:
+        assert set(f) == {"data"}  # no "diff" group without snapshot_diff
+        assert set(f["data"]) == {"data", "ip", "loss"}  # a group for every layer
+        assert len(f["data/data"]) == 0 and len(f["data/loss"]) == 0
+        assert set(f["data/ip"]) == {"0", "1"}
+        assert f["data/ip/0"].shape == (1, D) and f["data/ip/0"].dtype == np.float32
+        np.testing.assert_array_equal(f["data/ip/0"][()], params_of(backend, solver)[0])
+        np.testing.assert_array_equal(f["data/ip/1"][()], params_of(backend, solver)[1])
+    with h5py.File(state, "r") as f:
+        assert set(f) == {"iter", "learned_net", "current_step", "history"}
+        assert f["iter"].shape == (1,) and f["iter"][0] == 3
+        assert f["current_step"][0] == 1  # step policy: 3 // stepsize 2
+        assert f["learned_net"][()].decode() == model
+        assert set(f["history"]) == {"0", "1"}
+        np.testing.assert_array_equal(f["history/0"][()], backend.asnumpy(solver.history[0]))
+
+
+@pytest.mark.parametrize("text,history", [(SGD, 2), (ADAM, 4)])
+def test_resume_from_hdf5_is_bit_exact(tmp_path, backend, text, history):
+    straight = make_solver(backend, text)
+    straight.step(6)
+    half = make_solver(backend, text, tmp_path / "ls")
+    half.step(3)
+    _, state = half.snapshot()
+    with h5py.File(state, "r") as f:
+        assert len(f["history"]) == history  # Adam keeps two history sets
+    resumed = make_solver(backend, text)
+    resumed.restore(state)
+    assert resumed.iter == 3
+    resumed.step(3)
+    for a, b in zip(params_of(backend, straight), params_of(backend, resumed)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_copy_from_caffemodel_h5(tmp_path, backend):
+    solver = make_solver(backend, SGD, tmp_path / "ls")
+    solver.step(2)
+    model, _ = solver.snapshot()
+    fresh = Net(LEAST_SQUARES, phase=pb.TRAIN, backend=backend)
+    assert not np.array_equal(backend.asnumpy(fresh.params["ip"][0].data), params_of(backend, solver)[0])
+    fresh.copy_from(model)
+    for a, b in zip(params_of(backend, solver), [backend.asnumpy(b.data) for b in fresh.params["ip"]]):
+        np.testing.assert_array_equal(a, b)
+    # A renamed file is still known as HDF5 by its signature.
+    renamed = tmp_path / "weights.bin"
+    renamed.write_bytes(open(model, "rb").read())
+    fresh = Net(LEAST_SQUARES, phase=pb.TRAIN, backend=backend)
+    fresh.copy_from(str(renamed))
+    np.testing.assert_array_equal(backend.asnumpy(fresh.params["ip"][1].data), params_of(backend, solver)[1])
+
+
+def test_copy_from_hdf5_shape_mismatch_is_an_error(tmp_path, backend):
+    path = str(tmp_path / "bad.caffemodel.h5")
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data/ip/0", data=np.zeros((2, D), np.float32))
+        f.create_dataset("data/ip/1", data=np.zeros((1,), np.float32))
+    net = Net(LEAST_SQUARES, phase=pb.TRAIN, backend=backend)
+    with pytest.raises(NetkitError, match="shape mismatch"):
+        net.copy_from(path)
+
+
+def test_snapshot_diff_writes_diffs(tmp_path, backend):
+    solver = make_solver(backend, SGD + " snapshot_diff: true", tmp_path / "ls")
+    solver.step(1)
+    solver.net.forward_backward()
+    model, _ = solver.snapshot()
+    with h5py.File(model, "r") as f:
+        assert set(f) == {"data", "diff"}
+        assert set(f["diff"]) == {"data", "ip", "loss"}
+        for i in range(2):
+            diff = backend.asnumpy(solver.net.params["ip"][i].diff)
+            assert np.any(diff != 0)
+            np.testing.assert_array_equal(f["diff/ip/%d" % i][()], diff)
+
+
+def test_snapshot_is_atomic(tmp_path, backend, monkeypatch):
+    """A failure while writing leaves the previous file and no temporary behind."""
+    solver = make_solver(backend, SGD, tmp_path / "ls")
+    model, _ = solver.snapshot()
+    before = open(model, "rb").read()
+    solver.step(1)
+    solver.iter = 0
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", broken)
+    with pytest.raises(OSError):
+        solver.snapshot()
+    assert open(model, "rb").read() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ls_iter_0.caffemodel.h5",
+                                                          "ls_iter_0.solverstate.h5"]
