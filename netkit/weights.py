@@ -108,6 +108,19 @@ def write_hdf5_atomic(path, fill):
         raise
 
 
+def write_hdf5_string(group, name, text):
+    """A scalar null-terminated string dataset, as HDF5's H5LTmake_dataset_string (and so
+    Caffe's hdf5_save_string) writes it: C readers find the terminator they expect."""
+    import h5py
+    data = text.encode("utf-8") + b"\0"
+    string_type = h5py.h5t.C_S1.copy()
+    string_type.set_size(len(data))
+    string_type.set_strpad(h5py.h5t.STR_NULLTERM)
+    dataset = h5py.h5d.create(group.id, name.encode("utf-8"), string_type,
+                              h5py.h5s.create(h5py.h5s.SCALAR))
+    dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, np.array(data, dtype="S%d" % len(data)))
+
+
 def owned_blobs(net):
     """(layer name, index, blob, owned) for every layer blob; `owned` is False where the
     blob is shared from an earlier layer's param, which Caffe's ToHDF5 writes only once."""

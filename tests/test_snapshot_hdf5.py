@@ -60,6 +60,7 @@ def test_hdf5_layout_has_caffes_names(tmp_path, backend):
         assert f["iter"].shape == (1,) and f["iter"][0] == 3
         assert f["current_step"][0] == 1  # step policy: 3 // stepsize 2
         assert f["learned_net"][()].decode() == model
+        assert f["learned_net"].id.get_type().get_strpad() == h5py.h5t.STR_NULLTERM
         assert set(f["history"]) == {"0", "1"}
         np.testing.assert_array_equal(f["history/0"][()], backend.asnumpy(solver.history[0]))
 

@@ -441,13 +441,13 @@ class Solver(abc.ABC):
     def _snapshot_state_hdf5(self, model):
         """Caffe's SnapshotSolverStateToHDF5: int datasets "iter" and "current_step" of
         shape (1,), string dataset "learned_net", group "history" with datasets "0".."k"."""
-        from ..weights import write_hdf5_atomic
+        from ..weights import write_hdf5_atomic, write_hdf5_string
         path = self.snapshot_filename(".solverstate.h5")
         logger.info("Snapshotting solver state to HDF5 file %s", path)
 
         def fill(f):
             f.create_dataset("iter", data=np.array([self.iter], dtype=np.int32))
-            f.create_dataset("learned_net", data=np.bytes_(model.encode("utf-8")))
+            write_hdf5_string(f, "learned_net", model)
             f.create_dataset("current_step", data=np.array([self.current_step], dtype=np.int32))
             history = f.create_group("history")
             for i, h in enumerate(self.history):

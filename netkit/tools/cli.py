@@ -99,6 +99,9 @@ def train(solver, snapshot, weights, gpu, backend, level, stage, sigint_effect, 
         raise NetkitError("need a solver definition to train (--solver solver.prototxt)")
     if snapshot and weights:
         raise NetkitError("give a snapshot to resume training or weights to fine-tune, not both")
+    import numpy as np
+    # Like Caffe, no float-overflow chatter: a diverging run ends with one error line.
+    np.seterr(over="ignore", invalid="ignore", divide="ignore")
     param = read_solver_param(solver)
     param.train_state.level = level
     param.train_state.stage.extend(stages_of(stage))
