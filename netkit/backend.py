@@ -42,6 +42,11 @@ class Backend:
             self._rng = device_rng(self)
         return self._rng
 
+    def reseed(self, seed=None):
+        """Restart the device stream: from `seed` if given, else from netkit's host stream
+        at the next draw."""
+        self._rng = None if seed is None else self.xp.random.RandomState(int(seed) & 0x7FFFFFFF)
+
     def __repr__(self):
         return "Backend(%s)" % self.name
 

@@ -34,7 +34,7 @@ nothing to check (and `results` is then empty)."""
 def _reseed(backend, seed):
     """Caffe::set_random_seed: the host stream and the backend's device stream restart."""
     set_random_seed(seed)
-    backend._rng = None
+    backend.reseed()
 
 
 def check_layer(layer, bottom, top, check_bottom=None, stepsize=1e-2, threshold=1e-3,

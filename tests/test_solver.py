@@ -180,3 +180,42 @@ def test_legacy_solver_type_picks_the_class(tmp_path):
     from netkit.solvers import solver_type
     assert solver_type(solver_param("solver_type: SGD")) == "SGD"
     assert solver_type(solver_param('type: "SGD"')) == "SGD"
+
+
+def test_resume_with_dropout_is_exact(tmp_path, backend):
+    """Dropout masks depend only on random_seed and the iteration, so a resumed run draws
+    the same masks as a straight one."""
+    def solver():
+        s, _, _ = make_solver(backend, 'base_lr: 0.1 lr_policy: "fixed" momentum: 0.9 '
+                              'random_seed: 9')
+        net = s.param.net_param
+        drop = net.layer.add()
+        drop.CopyFrom(text_format.Parse('name: "drop" type: "Dropout" bottom: "ip" top: "ip" '
+                                        'dropout_param { dropout_ratio: 0.5 }',
+                                        pb.LayerParameter()))
+        # Move the Dropout between the InnerProduct and the loss.
+        layers = list(net.layer)
+        del net.layer[:]
+        net.layer.extend([layers[0], layers[1], layers[3], layers[2]])
+        s2 = SGDSolver(s.param, backend=backend)
+        s2.net.blobs["data"].data[...] = s.net.blobs["data"].data
+        s2.net.blobs["targets"].data[...] = s.net.blobs["targets"].data
+        return s2
+
+    straight = solver()
+    straight.step(6)
+    half = solver()
+    half.param.snapshot_prefix = str(tmp_path / "d")
+    half.step(3)
+    _, state = half.snapshot()
+    resumed = solver()
+    resumed.restore(state)
+    resumed.step(3)
+    other = solver()
+    other.param.random_seed = 10
+    other.step(6)
+    for a, b, c in zip(straight.net.learnable_params, resumed.net.learnable_params,
+                       other.net.learnable_params):
+        np.testing.assert_array_equal(backend.asnumpy(a.blob.data), backend.asnumpy(b.blob.data))
+    assert not all(np.array_equal(backend.asnumpy(a.blob.data), backend.asnumpy(c.blob.data))
+                   for a, c in zip(straight.net.learnable_params, other.net.learnable_params))

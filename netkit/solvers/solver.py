@@ -188,6 +188,10 @@ class Solver(abc.ABC):
                 self.test_all()
                 if self.requested_early_exit:
                     break
+            if p.random_seed >= 0:
+                # Each iteration's random draws (Dropout masks) depend only on the seed and
+                # the iteration, so a resumed run draws exactly what a straight one does.
+                self.backend.reseed(p.random_seed * 1000003 + self.iter)
             for cb in self.callbacks:
                 cb.on_start()
             display = p.display and self.iter % p.display == 0
