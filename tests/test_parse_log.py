@@ -98,3 +98,19 @@ def test_not_a_log_is_one_line(tmp_path):
     assert r.returncode == 1
     assert r.stderr.strip() == "netkit: error: %s: no 'Solving' line: not a netkit or Caffe " \
         "training log" % path
+
+
+def test_plot_training_log_draws_each_chart(tmp_path):
+    pytest.importorskip("matplotlib", reason="plot_training_log needs the plot extra")
+    log = tmp_path / "caffe.log"
+    log.write_text(CAFFE_LOG)
+    for chart in range(8):
+        out = tmp_path / ("chart%d.png" % chart)
+        r = subprocess.run([sys.executable, "-m", "netkit.tools.cli", "plot_training_log",
+                            str(chart), str(out), str(log)], capture_output=True, text=True,
+                           cwd=ROOT)
+        assert r.returncode == 0, r.stderr
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+    image = matplotlib.image.imread(str(tmp_path / "chart6.png"))
+    assert image.shape[0] > 100 and image.std() > 0  # something was drawn
