@@ -32,6 +32,18 @@ def canonical_axis(axis, num_axes, field):
 
 
 
+
+def axis_or_legacy(param, legacy_field, num_axes, name):
+    """The axis of a param with Caffe's deprecated non-negative alternative (Concat's
+    concat_dim, Slice's slice_dim), which wins when given."""
+    if param.HasField(legacy_field):
+        legacy = getattr(param, legacy_field)
+        if legacy >= num_axes:
+            raise LayerSetupError("%s.%s %d is out of range for a blob with %d axes"
+                                  % (name, legacy_field, legacy, num_axes))
+        return legacy
+    return canonical_axis(param.axis, num_axes, "%s.axis" % name)
+
 class Layer:
     # Arity checks, as Caffe's ExactNumBottomBlobs() etc.; None means unchecked.
     exact_num_bottom = None

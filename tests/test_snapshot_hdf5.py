@@ -5,35 +5,23 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
+from leastsquares import D, feed_once, least_squares_data, least_squares_param
 from netkit import netkit_pb2 as pb
 from netkit.errors import NetkitError
 from netkit.net import Net
 from netkit.solvers import get_solver
 
-N, D = 8, 3
-LEAST_SQUARES = """
-  name: "least_squares"
-  layer { name: "data" type: "Input" top: "data" top: "targets"
-          input_param { shape { dim: %d dim: %d } shape { dim: %d dim: 1 } } }
-  layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
-          param { lr_mult: 1 } param { lr_mult: 2 }
-          inner_product_param { num_output: 1 weight_filler { type: "gaussian" std: 1 }
-                                bias_filler { type: "gaussian" std: 1 } } }
-  layer { name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "targets" top: "loss" }
-""" % (N, D, N)
-
+LEAST_SQUARES = least_squares_param((1, 1, 2, 1))  # lr_mult 1 / 2, default decay_mult
 SGD = 'type: "SGD" base_lr: 0.1 lr_policy: "step" gamma: 0.5 stepsize: 2 momentum: 0.9'
 ADAM = 'type: "Adam" base_lr: 0.05 lr_policy: "fixed" momentum: 0.9 momentum2: 0.999'
 
 
 def make_solver(backend, text, prefix="unused"):
     param = text_format.Parse(text + " random_seed: 5 snapshot_format: HDF5", pb.SolverParameter())
-    param.net_param.CopyFrom(text_format.Parse(LEAST_SQUARES, pb.NetParameter()))
+    param.net_param.CopyFrom(LEAST_SQUARES)
     param.snapshot_prefix = str(prefix)
     solver = get_solver(param, backend=backend)
-    rs = np.random.RandomState(7)
-    solver.net.blobs["data"].data[...] = backend.asarray(rs.standard_normal((N, D)).astype(np.float32))
-    solver.net.blobs["targets"].data[...] = backend.asarray(rs.standard_normal((N, 1)).astype(np.float32))
+    feed_once(solver, *least_squares_data())
     return solver
 
 

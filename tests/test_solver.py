@@ -6,35 +6,21 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
+from leastsquares import (DEFAULT_MULTS, N, feed_once, least_squares_data,
+                          least_squares_param)
 from netkit import netkit_pb2 as pb
 from netkit.errors import NetkitError
 from netkit.solvers import SGDSolver, get_solver
 from netkit.solvers.lr_policy import learning_rate
 
-N, D = 8, 3
-LEAST_SQUARES = """
-  name: "least_squares"
-  layer { name: "data" type: "Input" top: "data" top: "targets"
-          input_param { shape { dim: %d dim: %d } shape { dim: %d dim: 1 } } }
-  layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
-          param { lr_mult: %s decay_mult: %s } param { lr_mult: %s decay_mult: %s }
-          inner_product_param { num_output: 1 weight_filler { type: "gaussian" std: 1 }
-                                bias_filler { type: "gaussian" std: 1 } } }
-  layer { name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "targets" top: "loss" }
-"""
 
-
-def make_solver(backend, solver_text, mults=(1, 1, 2, 0)):
+def make_solver(backend, solver_text, mults=DEFAULT_MULTS):
     param = text_format.Parse(solver_text, pb.SolverParameter())
-    param.net_param.CopyFrom(text_format.Parse(LEAST_SQUARES % ((N, D, N) + tuple(mults)),
-                                               pb.NetParameter()))
+    param.net_param.CopyFrom(least_squares_param(mults))
     param.snapshot_prefix = "unused"
     solver = SGDSolver(param, backend=backend)
-    rs = np.random.RandomState(7)
-    X = rs.standard_normal((N, D)).astype(np.float32)
-    y = rs.standard_normal((N, 1)).astype(np.float32)
-    solver.net.blobs["data"].data[...] = backend.asarray(X)
-    solver.net.blobs["targets"].data[...] = backend.asarray(y)
+    X, y = least_squares_data()
+    feed_once(solver, X, y)
     return solver, X.astype(np.float64), y.astype(np.float64)
 
 

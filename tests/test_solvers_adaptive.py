@@ -30,6 +30,7 @@ import pytest
 import torch
 from google.protobuf import text_format
 
+from leastsquares import D, DEFAULT_MULTS, N, least_squares_param
 from netkit import get_backend, get_solver
 from netkit import netkit_pb2 as pb
 from netkit.errors import NetkitError
@@ -39,22 +40,6 @@ from netkit.solvers import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovS
 from netkit.weights import blob_proto_to_array
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-N, D = 8, 3
-LEAST_SQUARES = """
-  name: "least_squares"
-  layer { name: "data" type: "Input" top: "data" top: "targets"
-          input_param { shape { dim: %d dim: %d } shape { dim: %d dim: 1 } } }
-  layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
-          param { lr_mult: %s decay_mult: %s } param { lr_mult: %s decay_mult: %s }
-          inner_product_param { num_output: 1 weight_filler { type: "gaussian" std: 1 }
-                                bias_filler { type: "gaussian" std: 1 } } }
-  layer { name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "targets" top: "loss" }
-"""
-DEFAULT_MULTS = (1, 1, 2, 0)  # lr_mult, decay_mult of the weights, then of the bias
-
-
-def least_squares_param(mults=DEFAULT_MULTS):
-    return text_format.Parse(LEAST_SQUARES % ((N, D, N) + tuple(mults)), pb.NetParameter())
 
 
 def feed(solver, batches):

@@ -1,5 +1,5 @@
 """Concat: join bottoms along one axis."""
-from ..layer import Layer, LayerSetupError, canonical_axis
+from ..layer import Layer, LayerSetupError, axis_or_legacy
 from ..registry import layers
 
 
@@ -20,13 +20,7 @@ class ConcatLayer(Layer):
     def reshape(self, bottom, top):
         param = self.layer_param.concat_param
         first = bottom[0].shape
-        if param.HasField("concat_dim"):
-            if param.concat_dim >= len(first):
-                raise LayerSetupError("concat_param.concat_dim %d is out of range for a blob "
-                                      "with %d axes" % (param.concat_dim, len(first)))
-            self.axis = param.concat_dim
-        else:
-            self.axis = canonical_axis(param.axis, len(first), "concat_param.axis")
+        self.axis = axis_or_legacy(param, "concat_dim", len(first), "concat_param")
         top_shape = list(first)
         for i, b in enumerate(bottom[1:], 1):
             if len(b.shape) != len(first) or any(

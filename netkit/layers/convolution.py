@@ -88,10 +88,16 @@ def check_group(channels, num_output, group):
                               "channels and num_output %d" % (group, channels, num_output))
 
 
-def check_one_top_per_bottom(layer, bottom, top):
+def setup_geometry(layer, bottom, top):
+    """The setup Convolution and Deconvolution share: arity, one top per bottom, and the
+    layer's channel_axis, geom (ConvGeometry) and input channels."""
+    layer.check_arity(bottom, top)
     if len(bottom) != len(top):
         raise LayerSetupError("%s needs one top per bottom, got %d bottoms and %d tops"
                               % (layer.type, len(bottom), len(top)))
+    layer.channel_axis = image_channel_axis(layer, bottom[0].shape)
+    layer.geom = conv_geometry(layer.layer_param.convolution_param)
+    layer.channels = bottom[0].shape[layer.channel_axis]
 
 
 @layers.register("Convolution")
@@ -100,12 +106,8 @@ class ConvolutionLayer(Layer):
     min_top = 1
 
     def setup(self, bottom, top):
-        self.check_arity(bottom, top)
-        check_one_top_per_bottom(self, bottom, top)
+        setup_geometry(self, bottom, top)
         p = self.layer_param.convolution_param
-        self.channel_axis = image_channel_axis(self, bottom[0].shape)
-        self.geom = conv_geometry(p)
-        self.channels = bottom[0].shape[self.channel_axis]
         self.num_output, self.group = self.output_channels_and_group(p, self.channels)
         check_group(self.channels, self.num_output, self.group)
         self.bias_term = p.bias_term

@@ -15,8 +15,7 @@ from .. import netkit_pb2 as pb
 from ..fillers import fill
 from ..layer import Layer, LayerSetupError
 from ..registry import layers
-from .convolution import (ConvolutionLayer, check_group, check_one_top_per_bottom,
-                          conv_geometry, image_channel_axis)
+from .convolution import ConvolutionLayer, check_group, setup_geometry
 
 NO_PARAMS = (False, False)
 
@@ -27,12 +26,8 @@ class DeconvolutionLayer(Layer):
     min_top = 1
 
     def setup(self, bottom, top):
-        self.check_arity(bottom, top)
-        check_one_top_per_bottom(self, bottom, top)
+        setup_geometry(self, bottom, top)
         p = self.layer_param.convolution_param
-        self.channel_axis = image_channel_axis(self, bottom[0].shape)
-        self.geom = conv_geometry(p)
-        self.channels = bottom[0].shape[self.channel_axis]
         self.num_output, self.group, self.bias_term = p.num_output, p.group, p.bias_term
         check_group(self.channels, self.num_output, self.group)
         weight_shape = (self.channels, self.num_output // self.group) + self.geom.kernel

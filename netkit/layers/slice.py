@@ -1,5 +1,5 @@
 """Slice: cut one bottom into several tops along an axis."""
-from ..layer import Layer, LayerSetupError, canonical_axis
+from ..layer import Layer, LayerSetupError, axis_or_legacy
 from ..registry import layers
 
 
@@ -23,13 +23,7 @@ class SliceLayer(Layer):
     def reshape(self, bottom, top):
         param = self.layer_param.slice_param
         shape = bottom[0].shape
-        if param.HasField("slice_dim"):
-            if param.slice_dim >= len(shape):
-                raise LayerSetupError("slice_param.slice_dim %d is out of range for a blob "
-                                      "with %d axes" % (param.slice_dim, len(shape)))
-            self.axis = param.slice_dim
-        else:
-            self.axis = canonical_axis(param.axis, len(shape), "slice_param.axis")
+        self.axis = axis_or_legacy(param, "slice_dim", len(shape), "slice_param")
         size = shape[self.axis]
         if self.points:
             if len(top) > size:
