@@ -27,6 +27,11 @@ class Backend:
         """Host array -> a new array on this backend."""
         return np.array(host, dtype=dtype, copy=True)
 
+    def upload(self, dst, host):
+        """Copy host array values into the existing array `dst` on this backend, with no
+        temporary of dst's size (weights loading moves hundreds of MB this way)."""
+        np.copyto(dst, host, casting="same_kind")
+
     def asnumpy(self, arr):
         """Array on this backend -> a new host numpy array (never an alias, on any backend)."""
         return np.array(arr, copy=True)
@@ -79,6 +84,13 @@ class GPUBackend(Backend):
     def asarray(self, host, dtype=None):
         return self.xp.array(host, dtype=dtype)
 
+    def upload(self, dst, host):
+        host = np.ascontiguousarray(host, dtype=dst.dtype).reshape(dst.shape)
+        if dst.flags.c_contiguous:
+            dst.set(host)
+        else:
+            dst[...] = self.xp.asarray(host)
+
     def asnumpy(self, arr):
         return self.xp.asnumpy(arr)
 
@@ -103,6 +115,12 @@ class FakeGPUBackend(Backend):
         if isinstance(host, fakegpu.DeviceArray):
             raise TypeError("asarray() expects a host array, got a device array")
         return np.array(host, dtype=dtype, copy=True).view(fakegpu.DeviceArray)
+
+    def upload(self, dst, host):
+        from . import fakegpu
+        if isinstance(host, fakegpu.DeviceArray):
+            raise TypeError("upload() expects a host array, got a device array")
+        np.copyto(dst.view(np.ndarray), host, casting="same_kind")
 
     def asnumpy(self, arr):
         from . import fakegpu

@@ -1,6 +1,9 @@
 """Weight fillers (FillerParameter): constant, uniform, gaussian, positive_unitball, xavier,
 msra, bilinear. Values are drawn on the host from netkit's random stream and returned as
 float32 numpy arrays, so a seed gives the same weights on every backend."""
+import contextlib
+import contextvars
+
 import numpy as np
 
 from . import netkit_pb2 as pb
@@ -81,6 +84,23 @@ def bilinear(param, shape):
     return np.broadcast_to(kernel, shape).copy()
 
 
+_skip = contextvars.ContextVar("netkit_skip_fill", default=False)
+
+
+@contextlib.contextmanager
+def skipped(skip=True):
+    """Within, fill() gives zeros without drawing: for a layer whose blobs loaded weights
+    are about to overwrite (the random stream is left untouched)."""
+    token = _skip.set(skip)
+    try:
+        yield
+    finally:
+        _skip.reset(token)
+
+
 def fill(param, shape):
     """Host float32 array of `shape` filled as FillerParameter `param` says."""
-    return fillers.get(param.type)(param, tuple(shape))
+    filler = fillers.get(param.type)
+    if _skip.get():
+        return np.zeros(shape, np.float32)
+    return filler(param, tuple(shape))

@@ -102,7 +102,7 @@ class Layer:
     def add_param_blob(self, shape, host_values):
         """Append a parameter blob holding `host_values` (a numpy array) on this backend."""
         blob = Blob(shape, self.backend)
-        blob.data[...] = self.backend.asarray(host_values.reshape(shape), dtype=blob.dtype)
+        self.backend.upload(blob.data, host_values.reshape(shape))
         self.blobs.append(blob)
         return blob
 

@@ -11,7 +11,7 @@ from collections import OrderedDict
 import numpy as np
 
 from . import netkit_pb2 as pb
-from . import graph
+from . import fillers, graph
 from .backend import get_backend
 from .blob import Blob
 from .errors import NetkitError
@@ -19,6 +19,7 @@ from .layer import TEST, LayerSetupError
 from .log import logger
 from .protoio import load_net_param
 from .registry import UnknownTypeError, layers as layer_registry
+from .weights import Weights
 
 # The prototxt path of the net being built ("<string>" for text): a Python layer imports
 # its module from that file's directory, as pycaffe users arrange through PYTHONPATH.
@@ -63,20 +64,22 @@ class Net:
             state.stage.extend(stages)
         self.phase = state.phase
         self.name = param.name
+        # Weights are opened first so that layers they cover skip their random fill (a
+        # VGG-size net would spend seconds drawing values that are overwritten at once).
+        sources = [Weights(path) for path in str(weights).split(",")] if weights else []
         token = building_source.set(self.source)
         try:
-            self._build(param, state)
+            self._build(param, state, set().union(*(s.names for s in sources)))
         finally:
             building_source.reset(token)
-        if weights:
-            for path in str(weights).split(","):
-                self.copy_from(path)
+        for source in sources:
+            source.copy_to(self)
 
     # -- building ------------------------------------------------------------------------
     def _where(self, layer_param):
         return "%s: layer '%s' (type %s)" % (self.source, layer_param.name, layer_param.type)
 
-    def _build(self, param, state):
+    def _build(self, param, state, loaded=frozenset()):
         from .upgrade import upgrade_net
         param = upgrade_net(param, self.source)
         param = graph.filter_net(param, state)
@@ -138,7 +141,8 @@ class Net:
                 logger.info("%s -> %s", lp.name, name)
             try:
                 layer.check_arity(bottom, top)
-                layer.setup(bottom, top)
+                with fillers.skipped(lp.name in loaded):
+                    layer.setup(bottom, top)
                 layer.reshape(bottom, top)
             except (LayerSetupError, ValueError) as e:
                 raise NetkitError("%s: %s" % (where, e)) from None
@@ -328,12 +332,16 @@ class Net:
         for layer, bottom, top in zip(self.layers, self.bottom_vecs, self.top_vecs):
             layer.reshape(bottom, top)
 
+    def set_input_arrays(self, data, labels):
+        """pycaffe's set_input_arrays: hand arrays to the net's first layer (MemoryData)."""
+        from .layers.memory_data import set_input_arrays
+        set_input_arrays(self, data, labels)
+
     # -- weights -------------------------------------------------------------------------
     def copy_from(self, weights):
         """Copy blobs from a trained net (path or NetParameter) by layer name, as Caffe's
         CopyTrainedLayersFrom: unknown source layers are ignored, shapes must match."""
-        from .weights import copy_trained_layers
-        copy_trained_layers(self, weights)
+        Weights(weights).copy_to(self)
 
     def to_proto(self, write_diff=False):
         from .weights import net_to_proto

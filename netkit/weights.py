@@ -1,45 +1,44 @@
 """Weights I/O: Blob <-> BlobProto, Net <-> .caffemodel (binary NetParameter) and
 .caffemodel.h5 (Caffe's HDF5 layout: group "data", then one group per layer name holding
 datasets "0", "1", ... for its blobs; group "diff" alike when diffs are written)."""
+import mmap
 import os
 import tempfile
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from . import netkit_pb2 as pb
+from . import wire
 from .errors import NetkitError
-from .protoio import read_binary, write_binary
+from .protoio import read_binary, write_atomic
 from .upgrade import upgrade_net
 
 
-def blob_proto_shape(proto):
-    """The shape of a BlobProto: `shape.dim`, or the legacy num/channels/height/width."""
+def blob_proto_shape(proto, size=None):
+    """The shape of a BlobProto: `shape.dim`, or the legacy num/channels/height/width, or
+    1-D of its value count (`size` where the values were read apart from the message)."""
     if proto.HasField("shape"):
         return tuple(proto.shape.dim)
     if any(proto.HasField(f) for f in ("num", "channels", "height", "width")):
         return (proto.num, proto.channels, proto.height, proto.width)
-    return (len(proto.data) or len(proto.double_data),)
+    return (len(proto.data) or len(proto.double_data) if size is None else size,)
 
 
 def blob_proto_to_array(proto, diff=False):
     """A float32 numpy array from a BlobProto (float or double data)."""
-    values = (proto.double_diff or proto.diff) if diff else (proto.double_data or proto.data)
-    arr = np.array(values, dtype=np.float32)
-    shape = blob_proto_shape(proto)
+    _, arrays = wire.decode_blob(proto.SerializeToString())
+    arr = wire.blob_values(arrays, diff)
+    shape = blob_proto_shape(proto, arr.size)
     if arr.size != int(np.prod(shape)):
         raise NetkitError("blob has %d values but shape %s" % (arr.size, shape))
     return arr.reshape(shape)
 
 
 def array_to_blob_proto(arr, diff=None, proto=None):
+    """A BlobProto holding float32 `arr` (and `diff`); appended to `proto` if given."""
     proto = pb.BlobProto() if proto is None else proto
-    arr = np.asarray(arr, dtype=np.float32)
-    if arr.ndim:
-        # As Caffe: a 0-axis blob has no shape field at all (OpenCV rejects an empty one).
-        proto.shape.dim.extend(arr.shape)
-    proto.data.extend(arr.ravel().tolist())
-    if diff is not None:
-        proto.diff.extend(np.asarray(diff, dtype=np.float32).ravel().tolist())
+    proto.MergeFromString(wire.encode_blob(arr, diff))
     return proto
 
 
@@ -55,23 +54,37 @@ def shapes_match(proto, shape):
         d == 1 for d in legacy[:4 - len(shape)])
 
 
-def net_to_proto(net, write_diff=False):
-    """A NetParameter carrying each layer's parameters and blobs, as Caffe's ToProto."""
-    be = net.backend
-    param = pb.NetParameter()
-    param.name = net.name
+def layer_protos(net):
+    """Each layer's LayerParameter as written into weights files: its blobs left out."""
     for layer in net.layers:
-        lp = param.layer.add()
+        lp = pb.LayerParameter()
         lp.CopyFrom(layer.layer_param)
         del lp.blobs[:]
-        for blob in layer.blobs:
-            array_to_blob_proto(be.asnumpy(blob.data),
-                                be.asnumpy(blob.diff) if write_diff else None, lp.blobs.add())
+        yield layer, lp
+
+
+def net_to_proto(net, write_diff=False):
+    """A NetParameter carrying each layer's parameters and blobs, as Caffe's ToProto."""
+    param = pb.NetParameter()
+    param.ParseFromString(encode_net(net, write_diff))
     return param
 
 
+def encode_net(net, write_diff=False):
+    """The serialized NetParameter of net_to_proto, built without per-value Python work."""
+    be = net.backend
+    head = pb.NetParameter()
+    head.name = net.name
+    parts = [head.SerializeToString()]
+    for layer, lp in layer_protos(net):
+        payloads = [wire.encode_blob(be.asnumpy(b.data), be.asnumpy(b.diff) if write_diff else None)
+                    for b in layer.blobs]
+        parts.append(wire.length_field(100, wire.encode_layer(lp, payloads)))
+    return b"".join(parts)
+
+
 def save_net(net, path, write_diff=False):
-    write_binary(path, net_to_proto(net, write_diff))
+    write_atomic(path, encode_net(net, write_diff))
 
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -153,6 +166,16 @@ def save_net_hdf5(net, path, write_diff=False):
     write_hdf5_atomic(path, fill)
 
 
+def hdf5_layer_names(path):
+    """The layer names a .caffemodel.h5 holds blobs for."""
+    import h5py
+    try:
+        with h5py.File(path, "r") as f:
+            return {name for name, group in f["data"].items() if len(group)} if "data" in f else set()
+    except OSError as e:
+        raise NetkitError("%s: cannot read as HDF5: %s" % (path, e)) from None
+
+
 def copy_trained_layers_hdf5(net, path):
     """Caffe's CopyTrainedLayersFromHDF5: layers by name from group "data"; a blob may
     be missing only where the target shares it from another layer."""
@@ -185,38 +208,78 @@ def copy_trained_layers_hdf5(net, path):
                         "%s: cannot copy param %d weights from layer '%s'; shape mismatch. "
                         "Source param shape is %s; target param shape is %s."
                         % (path, i, name, arr.shape, tuple(blob.shape)))
-                blob.data[...] = net.backend.asarray(arr)
+                net.backend.upload(blob.data, arr)
+
+
+def read_caffemodel(path):
+    """A binary .caffemodel read for copying: (NetParameter upgraded to the current form with
+    every blob's values left out, [(layer name, [float32 array per blob])]). The values are
+    views of the memory-mapped file: nothing is copied until they land in a net."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+    except OSError as e:
+        raise NetkitError("%s: cannot read: %s" % (path, e.strerror or e)) from None
+    return decode_weights(buf, path)
+
+
+def decode_weights(buf, where):
+    try:
+        param, values = wire.decode_net(buf)
+    except (wire.WireError, DecodeError) as e:
+        raise NetkitError("%s: not a valid binary NetParameter: %s" % (where, e)) from None
+    param = upgrade_net(param, where, copy=False)
+    return param, [(name, [wire.blob_values(a) for a in arrays]) for name, arrays in values]
 
 
 def load_weights(path):
-    """A NetParameter from a .caffemodel file."""
+    """A NetParameter from a .caffemodel file, blob values included."""
     return read_binary(path, pb.NetParameter())
+
+
+class Weights:
+    """One weights source (a .caffemodel, a .caffemodel.h5 or a NetParameter), opened once:
+    which layers it has values for, and copying them into a net by layer name."""
+
+    def __init__(self, source):
+        self.where = source if isinstance(source, str) else "<weights>"
+        self.hdf5 = isinstance(source, str) and is_hdf5(source)
+        if self.hdf5:
+            self.names = hdf5_layer_names(source)
+        else:
+            if isinstance(source, str):
+                self.param, self.values = read_caffemodel(source)
+            else:
+                self.param, self.values = decode_weights(source.SerializeToString(), self.where)
+            self.names = {name for name, arrays in self.values if arrays}
+
+    def copy_to(self, net):
+        if self.hdf5:
+            return copy_trained_layers_hdf5(net, self.where)
+        by_layer = dict(self.values)
+        by_name = dict(zip(net.layer_names, net.layers))
+        be = net.backend
+        for lp in self.param.layer:
+            name, arrays = lp.name, by_layer.get(lp.name)
+            layer = by_name.get(name)
+            if layer is None or not arrays:
+                continue
+            if len(arrays) != len(layer.blobs):
+                raise NetkitError("%s: incompatible number of blobs for layer '%s' (source %d, "
+                                  "target %d)" % (self.where, name, len(arrays), len(layer.blobs)))
+            for i, (proto, values, blob) in enumerate(zip(lp.blobs, arrays, layer.blobs)):
+                shape = blob_proto_shape(proto, values.size)
+                if not shapes_match(proto, blob.shape) or values.size != blob.count:
+                    raise NetkitError(
+                        "%s: cannot copy param %d weights from layer '%s'; shape mismatch. "
+                        "Source param shape is %s; target param shape is %s. To learn this "
+                        "layer's parameters from scratch rather than copying from a saved net, "
+                        "rename the layer." % (self.where, i, name, shape, blob.shape))
+                be.upload(blob.data, values.reshape(blob.shape))
 
 
 def copy_trained_layers(net, weights):
     """Copy layer blobs from `weights` (path or NetParameter) into `net` by layer name;
     an HDF5 path (.h5 or the HDF5 signature) goes to copy_trained_layers_hdf5."""
-    if isinstance(weights, str) and is_hdf5(weights):
-        return copy_trained_layers_hdf5(net, weights)
-    source = weights if isinstance(weights, pb.NetParameter) else load_weights(weights)
-    where = weights if isinstance(weights, str) else "<weights>"
-    # V0/V1 files upgrade on read, as in Caffe; a file just loaded is upgraded in place.
-    source = upgrade_net(source, where, copy=source is weights)
-    layers = list(source.layer)
-    by_name = {name: layer for name, layer in zip(net.layer_names, net.layers)}
-    be = net.backend
-    for src in layers:
-        layer = by_name.get(src.name)
-        if layer is None or not src.blobs:
-            continue
-        if len(src.blobs) != len(layer.blobs):
-            raise NetkitError("%s: incompatible number of blobs for layer '%s' (source %d, "
-                              "target %d)" % (where, src.name, len(src.blobs), len(layer.blobs)))
-        for i, (proto, blob) in enumerate(zip(src.blobs, layer.blobs)):
-            if not shapes_match(proto, blob.shape):
-                raise NetkitError(
-                    "%s: cannot copy param %d weights from layer '%s'; shape mismatch. Source "
-                    "param shape is %s; target param shape is %s. To learn this layer's "
-                    "parameters from scratch rather than copying from a saved net, rename "
-                    "the layer." % (where, i, src.name, blob_proto_shape(proto), blob.shape))
-            blob.data[...] = be.asarray(blob_proto_to_array(proto).reshape(blob.shape))
+    Weights(weights).copy_to(net)

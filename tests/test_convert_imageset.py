@@ -16,7 +16,8 @@ cv2 = pytest.importorskip("cv2")
 import netkit  # noqa: E402
 from netkit import netkit_pb2 as pb  # noqa: E402
 from netkit.errors import NetkitError  # noqa: E402
-from netkit.tools.convert_imageset import command, convert_imageset, read_list  # noqa: E402
+from netkit.data.image import read_list  # noqa: E402
+from netkit.tools.convert_imageset import command, convert_imageset  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

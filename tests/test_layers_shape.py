@@ -635,7 +635,6 @@ def test_spp_follows_a_new_bottom_shape(backend):
 
 
 @pytest.mark.parametrize("params,shape,match", [
-    ("pyramid_height: 2 pool: STOCHASTIC", (1, 1, 4, 4), "pool STOCHASTIC is not supported"),
     ("pool: MAX", (1, 1, 4, 4), "pyramid_height must be at least 1"),
     ("pyramid_height: 3", (1, 1, 5, 5), "level 2 .4 bins per side. does not fit the 5x5"),
     ("pyramid_height: 2", (1, 4, 4), "must have 4 axes"),

@@ -1,4 +1,4 @@
-"""Pooling: Caffe's MAX and AVE pooling over 2-d windows.
+"""Pooling: Caffe's MAX, AVE and STOCHASTIC pooling over 2-d windows.
 
 Caffe's sizes: pooled = ceil((H + 2 pad - kernel) / stride) + 1 (floor with round_mode:
 FLOOR), and with padding a last window that would start inside the padding is dropped. MAX
@@ -8,12 +8,14 @@ mask: the flat index h * W + w of each maximum, as a float.
 
 Windows that hang over the image are read from a copy padded with -FLT_MAX (MAX) or zeros
 (AVE), kept across iterations; a window covering the whole image (global pooling) is one
-reduction over the flattened image.
+reduction over the flattened image. STOCHASTIC follows Caffe's GPU kernels (see
+netkit.ops.stochastic_pooling): sampling in TRAIN, probability-weighted average in TEST.
 """
 import numpy as np
 
 from .. import netkit_pb2 as pb
-from ..layer import Layer, LayerSetupError
+from ..layer import TRAIN, Layer, LayerSetupError
+from ..ops import stochastic_pooling
 from ..ops.im2col import ConvGeometry
 from ..ops.pooling import (ave_pool, ave_pool_backward, index_dtype, max_pool,
                            max_pool_backward, pooled_size, window_pool_size)
@@ -22,6 +24,7 @@ from ..registry import layers
 
 MAX = pb.PoolingParameter.MAX
 AVE = pb.PoolingParameter.AVE
+STOCHASTIC = pb.PoolingParameter.STOCHASTIC
 FLT_MAX = float(np.finfo(np.float32).max)
 
 
@@ -47,9 +50,6 @@ class PoolingLayer(Layer):
     def setup(self, bottom, top):
         self.check_arity(bottom, top)
         p = self.layer_param.pooling_param
-        if p.pool not in (MAX, AVE):
-            raise LayerSetupError("pooling_param pool %s is not supported; use MAX or AVE"
-                                  % pb.PoolingParameter.PoolMethod.Name(p.pool))
         if len(top) == 2 and p.pool != MAX:
             raise LayerSetupError("Pooling takes a second top (the argmax mask) only with "
                                   "pool: MAX")
@@ -118,6 +118,11 @@ class PoolingLayer(Layer):
         num, channels, height, width = shape
         xp, be = self.xp, self.backend
         self.shape = shape
+        if self.method == STOCHASTIC:
+            self.whole = False
+            self.cells = be.asarray(stochastic_pooling.window_cells(
+                height, width, pooled, kernel, self.stride))
+            return
         self.geom = ConvGeometry(kernel, (0, 0), self.stride)
         self.whole = tuple(pooled) == (1, 1) and tuple(kernel) == (height, width) \
             and self.pad == (0, 0)
@@ -153,6 +158,13 @@ class PoolingLayer(Layer):
         xp = self.xp
         x, y = bottom[0].data, top[0].data
         num, channels, height, width = self.shape
+        if self.method == STOCHASTIC:
+            if self.phase == TRAIN:
+                uniform = self.backend.random.random_sample(y.shape).astype(np.float32)
+                self.picked = stochastic_pooling.forward_train(xp, x, y, self.cells, uniform)
+            else:
+                stochastic_pooling.forward_test(xp, x, y, self.cells)
+            return
         if self.whole:
             flat = x.reshape(num, channels, height * width)
             if self.method == MAX:
@@ -191,6 +203,12 @@ class PoolingLayer(Layer):
         xp = self.xp
         dy, dx = top[0].diff, bottom[0].diff
         num, channels, height, width = self.shape
+        if self.method == STOCHASTIC:
+            if self.phase != TRAIN:
+                raise LayerSetupError("STOCHASTIC pooling has a gradient only in the TRAIN "
+                                      "phase (it routes each diff to the sampled cell)")
+            stochastic_pooling.backward(xp, dy, self.picked, dx)
+            return
         if self.whole:
             flat = dx.reshape(num, channels, height * width)
             column = dy.reshape(num, channels, 1)

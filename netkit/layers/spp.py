@@ -6,7 +6,8 @@ from ..registry import layers
 from .pooling import PoolingLayer
 
 METHODS = {pb.SPPParameter.MAX: pb.PoolingParameter.MAX,
-           pb.SPPParameter.AVE: pb.PoolingParameter.AVE}
+           pb.SPPParameter.AVE: pb.PoolingParameter.AVE,
+           pb.SPPParameter.STOCHASTIC: pb.PoolingParameter.STOCHASTIC}
 
 
 def level_pooling(level, height, width, method):

@@ -8,11 +8,11 @@ Images are decoded by a thread pool (OpenCV releases the GIL) and written in lis
 import collections
 import os
 import random
-import re
 import time
 
 import click
 
+from ..data.image import opencv, read_list
 from ..errors import NetkitError
 from ..log import logger
 
@@ -20,10 +20,6 @@ from ..log import logger
 _TRUE = ("true", "t", "yes", "y", "1")
 _FALSE = ("false", "f", "no", "n", "0")
 
-# atoi's reading of a label: leading blanks, a sign, digits; anything after is ignored.
-_ATOI = re.compile(r"\s*([+-]?\d+)")
-
-_INT32 = 2 ** 31
 
 
 class GflagsCommand(click.Command):
@@ -52,54 +48,6 @@ class GflagsCommand(click.Command):
                                              ctx=ctx, param_hint=name)
             out.append(arg)
         return super().parse_args(ctx, out)
-
-
-def _cv2():
-    try:
-        import cv2
-    except ImportError:
-        raise NetkitError("convert_imageset reads images with OpenCV, which is not "
-                          "installed: pip install opencv-python-headless") from None
-    return cv2
-
-
-def read_list(listfile):
-    """LISTFILE -> [(line number, path, label)].
-
-    Each line is "relative/path label", split at its last space as Caffe does (so paths
-    may hold spaces), and the label read as C's atoi reads it. A line without a space is
-    all path, with atoi of the whole line as its label, also as in Caffe; such labels, and
-    any that are not plain integers, are reported once.
-    """
-    try:
-        with open(listfile, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise NetkitError("%s: cannot read the list file: %s"
-                          % (listfile, e.strerror or e)) from None
-    lines = data.split(b"\n")
-    if lines and not lines[-1]:
-        lines.pop()
-    entries, odd = [], []
-    for number, raw in enumerate(lines, 1):
-        line = os.fsdecode(raw.rstrip(b"\r"))
-        path, space, text = line.rpartition(" ")
-        if not space:
-            path, text = line, line
-        match = _ATOI.match(text)
-        label = int(match.group(1)) if match else 0
-        if not -_INT32 <= label < _INT32:
-            raise NetkitError("%s:%d: label %d does not fit a 32-bit Datum label"
-                              % (listfile, number, label))
-        if match is None or match.end() != len(text):
-            odd.append((number, text, label))
-        entries.append((number, path, label))
-    if odd:
-        number, text, label = odd[0]
-        logger.warning("%s:%d: label '%s' is not an integer; it reads as %d, as in Caffe "
-                       "(%d such line%s; lines are 'path label')", listfile, number, text,
-                       label, len(odd), "" if len(odd) == 1 else "s")
-    return entries
 
 
 def _extension(path):
@@ -191,7 +139,7 @@ def convert_imageset(root_folder, listfile, db_name, gray=False, shuffle=False, 
     if os.path.lexists(db_name):
         raise NetkitError("%s already exists; remove it or choose another name (Caffe's "
                           "convert_imageset does not overwrite a database either)" % db_name)
-    cv2 = _cv2()
+    cv2 = opencv()
     start = time.time()
     entries = read_list(listfile)
     if shuffle:
