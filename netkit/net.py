@@ -18,6 +18,7 @@ from .errors import NetkitError
 from .layer import TEST, LayerSetupError
 from .log import logger
 from .protoio import load_net_param
+from .pycaffe import NetConveniences
 from .registry import UnknownTypeError, layers as layer_registry
 from .weights import Weights
 
@@ -36,7 +37,7 @@ class Param:
         self.decay_mult = decay_mult
 
 
-class Net:
+class Net(NetConveniences):
     """A Caffe net on one backend.
 
     Net(model, phase)  or  Net(model, weights, phase)  (pycaffe's orders), or keywords:
@@ -181,8 +182,8 @@ class Net:
         for name in self.outputs:
             logger.info("This network produces output %s", name)
         logger.info("Network initialization done.")
-        self.inputs = [self.top_names[i][0] for i, l in enumerate(self.layers)
-                       if l.type == "Input" and self.top_names[i]]
+        self.inputs = [name for i, layer in enumerate(self.layers) if layer.type == "Input"
+                       for name in self.top_names[i]]
 
     def _loss_weights(self, layer, lp, where):
         weights = list(lp.loss_weight)
@@ -312,7 +313,16 @@ class Net:
         names = list(self.outputs if end is None else self.top_names[j]) + list(blobs or [])
         return OrderedDict((n, self.blobs[n].data) for n in names)
 
-    def backward(self, diffs=None, start=None, end=None):
+    def backward(self, diffs=None, start=None, end=None, **kwargs):
+        """pycaffe's backward: set output diffs from kwargs, run, return {input: diff}."""
+        for name, value in kwargs.items():
+            if name not in self.outputs:
+                raise NetkitError("backward: '%s' is not an output of net '%s' (outputs: %s)"
+                                  % (name, self.name, ", ".join(self.outputs)))
+            if np.shape(value) != tuple(self.blobs[name].shape):
+                raise NetkitError("backward: diff for '%s' has shape %s, the blob %s"
+                                  % (name, np.shape(value), tuple(self.blobs[name].shape)))
+            self.blobs[name].diff[...] = self.backend.asarray(np.asarray(value, np.float32))
         i = len(self.layers) - 1 if start is None else self.layer_index(start)
         j = 0 if end is None else self.layer_index(end)
         self.backward_layers(i, j)

@@ -49,14 +49,26 @@ def read_binary(path, message):
     return message
 
 
-def write_atomic(path, data):
-    """Write bytes to `path` through a temporary file and rename, so a crash mid-write
-    leaves any previous file under `path` intact and never a truncated one."""
+def temporary_beside(path):
+    """(fd, name) of a new hidden temporary file in `path`'s directory, with the permissions
+    a plain open() would give (mkstemp's own are owner-only)."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+    return fd, tmp
+
+
+def write_atomic(path, data):
+    """Write bytes (or a list of buffers, one after another) to `path` through a temporary
+    file and rename, so a crash mid-write leaves any previous file under `path` intact and
+    never a truncated one."""
+    fd, tmp = temporary_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for chunk in ([data] if isinstance(data, (bytes, bytearray)) else data):
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

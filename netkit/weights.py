@@ -3,7 +3,6 @@
 datasets "0", "1", ... for its blobs; group "diff" alike when diffs are written)."""
 import mmap
 import os
-import tempfile
 
 import numpy as np
 from google.protobuf.message import DecodeError
@@ -11,7 +10,7 @@ from google.protobuf.message import DecodeError
 from . import netkit_pb2 as pb
 from . import wire
 from .errors import NetkitError
-from .protoio import read_binary, write_atomic
+from .protoio import read_binary, temporary_beside, write_atomic
 from .upgrade import upgrade_net
 
 
@@ -38,7 +37,7 @@ def blob_proto_to_array(proto, diff=False):
 def array_to_blob_proto(arr, diff=None, proto=None):
     """A BlobProto holding float32 `arr` (and `diff`); appended to `proto` if given."""
     proto = pb.BlobProto() if proto is None else proto
-    proto.MergeFromString(wire.encode_blob(arr, diff))
+    proto.MergeFromString(wire.encode_blob(arr, diff).tobytes())
     return proto
 
 
@@ -66,21 +65,24 @@ def layer_protos(net):
 def net_to_proto(net, write_diff=False):
     """A NetParameter carrying each layer's parameters and blobs, as Caffe's ToProto."""
     param = pb.NetParameter()
-    param.ParseFromString(encode_net(net, write_diff))
+    param.ParseFromString(encode_net(net, write_diff).tobytes())
     return param
 
 
 def encode_net(net, write_diff=False):
-    """The serialized NetParameter of net_to_proto, built without per-value Python work."""
+    """The serialized NetParameter of net_to_proto as wire.Chunks: the blob values stay in
+    (host copies of) their arrays."""
     be = net.backend
     head = pb.NetParameter()
     head.name = net.name
-    parts = [head.SerializeToString()]
+    out = wire.Chunks([head.SerializeToString()])
     for layer, lp in layer_protos(net):
-        payloads = [wire.encode_blob(be.asnumpy(b.data), be.asnumpy(b.diff) if write_diff else None)
-                    for b in layer.blobs]
-        parts.append(wire.length_field(100, wire.encode_layer(lp, payloads)))
-    return b"".join(parts)
+        blobs = [wire.encode_blob(be.asnumpy(b.data), be.asnumpy(b.diff) if write_diff else None)
+                 for b in layer.blobs]
+        body = wire.encode_layer(lp, blobs)
+        out.append(wire.length_head(100, body.size))
+        out += body
+    return out
 
 
 def save_net(net, path, write_diff=False):
@@ -106,8 +108,7 @@ def write_hdf5_atomic(path, fill):
     """Create an HDF5 file by calling `fill(h5py.File)` on a temporary file in the same
     directory, then rename it over `path`: a crash mid-write leaves the old file intact."""
     import h5py
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
+    fd, tmp = temporary_beside(path)
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as f:

@@ -117,41 +117,61 @@ def blob_values(arrays, diff=False):
     return np.zeros(0, np.float32) if values is None else values.astype(np.float32, copy=False)
 
 
+class Chunks(list):
+    """A message's bytes as a list of buffers (bytes, or float32 arrays viewed as bytes):
+    large values are written to a file straight from the arrays, never concatenated."""
+
+    @property
+    def size(self):
+        return sum(memoryview(c).nbytes for c in self)
+
+    def tobytes(self):
+        return b"".join(memoryview(c).cast("B") for c in self)
+
+
 def encode_blob(data, diff=None):
-    """BlobProto bytes for a float32 array (and diff), byte for byte what protobuf writes for
-    the same message: data (5), diff (6), then shape (7); a 0-axis array has no shape."""
+    """BlobProto Chunks for a float32 array (and diff), byte for byte what protobuf writes
+    for the same message: data (5), diff (6), then shape (7); a 0-axis array has no shape."""
     data = np.asarray(data, dtype="<f4", order="C")
-    parts = [packed(5, data)]
+    out = Chunks()
+    out += packed(5, data)
     if diff is not None:
-        parts.append(packed(6, np.asarray(diff, dtype="<f4", order="C")))
+        out += packed(6, np.asarray(diff, dtype="<f4", order="C"))
     if data.ndim:
         dims = b"".join(encode_varint(d) for d in data.shape)
-        shape = encode_varint(1 << 3 | LENGTH) + encode_varint(len(dims)) + dims
-        parts.append(length_field(7, shape))
-    return b"".join(parts)
+        out.append(length_field(7, encode_varint(1 << 3 | LENGTH) + encode_varint(len(dims)) + dims))
+    return out
 
 
 def packed(number, array):
     if not array.size:
-        return b""
-    return length_field(number, array.tobytes())
+        return []
+    return [length_head(number, array.nbytes), array.reshape(-1)]
+
+
+def length_head(number, size):
+    return encode_varint(number << 3 | LENGTH) + encode_varint(size)
 
 
 def length_field(number, payload):
-    return encode_varint(number << 3 | LENGTH) + encode_varint(len(payload)) + bytes(payload)
+    return length_head(number, len(payload)) + payload
 
 
-def encode_layer(layer_param, blob_payloads, blobs_field=7):
-    """A layer message's bytes: `layer_param` (its blobs field empty) with the given BlobProto
-    payloads inserted where protobuf's field-number order puts them."""
+def encode_layer(layer_param, blobs, blobs_field=7):
+    """A layer message as Chunks: `layer_param` (its blobs field empty) with the given
+    BlobProto Chunks inserted where protobuf's field-number order puts them."""
     body = layer_param.SerializeToString()
     cut = len(body)
     for number, _, _, _, field_start in fields(body):
         if number > blobs_field:
             cut = field_start
             break
-    blobs = b"".join(length_field(blobs_field, p) for p in blob_payloads)
-    return body[:cut] + blobs + body[cut:]
+    out = Chunks([body[:cut]])
+    for blob in blobs:
+        out.append(length_head(blobs_field, blob.size))
+        out += blob
+    out.append(body[cut:])
+    return out
 
 
 def decode_net(buf):

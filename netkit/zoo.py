@@ -36,7 +36,7 @@ PROGRESS_INTERVAL_S = 0.5
 MIRROR_ENV = "NETKIT_MODEL_MIRROR"
 GIST_API_ENV = "NETKIT_GIST_API"
 GIST_API = "https://api.github.com"
-REQUIRED_KEYS = ("caffemodel", "sha1")
+REQUIRED_KEYS = ("caffemodel",)
 
 _KEY_VALUE = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\s*:(?:\s+(.*))?$")
 _SHA1 = re.compile(r"^[0-9a-fA-F]{40}$")
@@ -88,8 +88,8 @@ def parse_frontmatter(text, source="readme.md"):
 
 
 def read_model_info(model_dir):
-    """Front matter of MODEL_DIR/readme.md, checked: a plain caffemodel file name and a
-    40-digit hex sha1."""
+    """Front matter of MODEL_DIR/readme.md, checked: a plain caffemodel file name and, if
+    given, a 40-digit hex sha1 (some zoo entries, e.g. VGG's, never published one)."""
     path = os.path.join(model_dir, "readme.md")
     try:
         with open(path, "r", encoding="utf-8") as f:
@@ -103,9 +103,11 @@ def read_model_info(model_dir):
     if not _safe_name(info["caffemodel"]):
         raise NetkitError("%s: caffemodel '%s' must be a plain file name inside the model "
                           "directory" % (path, info["caffemodel"]))
-    if not _SHA1.match(info["sha1"]):
-        raise NetkitError("%s: sha1 '%s' is not 40 hexadecimal digits" % (path, info["sha1"]))
-    info["sha1"] = info["sha1"].lower()
+    if info.get("sha1"):
+        if not _SHA1.match(info["sha1"]):
+            raise NetkitError("%s: sha1 '%s' is not 40 hexadecimal digits"
+                              % (path, info["sha1"]))
+        info["sha1"] = info["sha1"].lower()
     return info
 
 
@@ -239,7 +241,9 @@ def download_model(model_dir, url=None, out=None):
     info = read_model_info(model_dir)
     target = os.path.join(model_dir, info["caffemodel"])
     part = target + ".part"
-    expected = info["sha1"]
+    expected = info.get("sha1")
+    if not expected:
+        return _download_unverified(model_dir, info, target, part, url, out)
     if os.path.isfile(target) and sha1_of(target) == expected:
         out.write("Model already exists.\n")
         return target
@@ -254,6 +258,23 @@ def download_model(model_dir, url=None, out=None):
         if got != expected:
             os.unlink(part)
             raise NetkitError("%s: SHA-1 mismatch (expected %s, got %s)" % (target, expected, got))
+    os.replace(part, target)
+    out.write("Done: %s\n" % target)
+    return target
+
+
+def _download_unverified(model_dir, info, target, part, url, out):
+    """A readme without sha1: download (resuming a partial file) and rename into place,
+    saying plainly that nothing could be checked; an existing file is kept."""
+    where = os.path.join(model_dir, "readme.md")
+    if os.path.isfile(target):
+        out.write("Model already exists (%s gives no sha1 to verify it).\n" % where)
+        return target
+    source = model_url(info, url)
+    out.write("Warning: %s gives no sha1; the download cannot be verified.\n" % where)
+    out.write("Downloading %s to %s\n" % (source, target))
+    out.flush()
+    _fetch_to(source, part)
     os.replace(part, target)
     out.write("Done: %s\n" % target)
     return target

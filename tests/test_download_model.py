@@ -124,7 +124,7 @@ def test_frontmatter_fields_quotes_and_comments():
     ("no front matter\n", "no front matter"),
     ("---\nname: x\nthis is not a field\n---\n", "readme.md:3: expected 'key: value'"),
     ("---\nname: 'open\n---\n", "unterminated quoted value"),
-    ("---\ncaffemodel: m.caffemodel\n---\n", "no 'sha1' field"),
+    ("---\nsha1: %s\n---\n" % SHA1, "no 'caffemodel' field"),
     ("---\ncaffemodel: ../m.caffemodel\nsha1: %s\n---\n" % SHA1, "plain file name"),
     ("---\ncaffemodel: m.caffemodel\nsha1: 1234\n---\n", "not 40 hexadecimal digits"),
 ])
@@ -178,6 +178,22 @@ def test_interrupted_download_is_resumed_with_range(tmp_path, server):
     assert server.requests[-1] == ("/tiny.caffemodel", "bytes=%d-" % len(kept))
     assert (d / "tiny.caffemodel").read_bytes() == MODEL
     assert not part.exists()
+
+
+def test_readme_without_sha1_downloads_unverified_and_says_so(tmp_path, server):
+    """VGG's and MobileNet's zoo entries published no SHA-1: fetch, warn, keep the file."""
+    server.files["/tiny.caffemodel"] = MODEL
+    d = model_dir(tmp_path, server.url + "/tiny.caffemodel")
+    readme = d / "readme.md"
+    readme.write_text("\n".join(line for line in readme.read_text().splitlines()
+                                if not line.startswith("sha1")))
+    said = io.StringIO()
+    download_model(str(d), out=said)
+    assert "gives no sha1; the download cannot be verified" in said.getvalue()
+    assert (d / "tiny.caffemodel").read_bytes() == MODEL
+    again = io.StringIO()
+    download_model(str(d), out=again)
+    assert "Model already exists (" in again.getvalue() and len(server.requests) == 1
 
 
 def test_server_ignoring_range_restarts_from_zero(tmp_path, server):

@@ -1,4 +1,7 @@
 """The .caffemodel wire-format reader and writer agree with protobuf's own encoding."""
+import os
+import stat
+
 import numpy as np
 import pytest
 
@@ -40,7 +43,7 @@ def test_blob_encoding_is_protobufs_byte_for_byte(shape, with_diff):
     arr = rs.standard_normal(shape).astype(np.float32)
     diff = rs.standard_normal(shape).astype(np.float32) if with_diff else None
     expected = slow_blob(arr, diff).SerializeToString()
-    assert wire.encode_blob(arr, diff) == expected
+    assert wire.encode_blob(arr, diff).tobytes() == expected
     assert array_to_blob_proto(arr, diff).SerializeToString() == expected
     back = blob_proto_to_array(pb.BlobProto.FromString(expected))
     np.testing.assert_array_equal(back, arr.reshape(back.shape))
@@ -93,7 +96,8 @@ def test_double_unpacked_and_legacy_blobs_load(tmp_path):
     # field 5, wire type 5 (fixed32) per value: what a non-packed writer produces
     payload = unpacked.SerializeToString() + b"".join(
         wire.encode_varint(5 << 3 | wire.FIXED32) + v.tobytes() for v in b.astype("<f4"))
-    body = wire.encode_layer(lp, [doubles.SerializeToString(), payload])
+    body = wire.encode_layer(lp, [wire.Chunks([doubles.SerializeToString()]),
+                                  wire.Chunks([payload])]).tobytes()
     data = pb.NetParameter(name="old").SerializeToString() + wire.length_field(100, body)
     path = tmp_path / "old.caffemodel"
     path.write_bytes(data)
@@ -134,3 +138,17 @@ def test_empty_file_has_no_weights(tmp_path):
     path = tmp_path / "empty.caffemodel"
     path.write_bytes(b"")
     assert Weights(str(path)).names == set()
+
+
+def test_saved_weights_get_the_permissions_open_would_give(tmp_path):
+    """Not mkstemp's owner-only 0600: other users can read a shared model directory."""
+    old = os.umask(0o022)
+    try:
+        net = Net(DEPLOY, phase=pb.TEST)
+        net.save(str(tmp_path / "w.caffemodel"))
+        from netkit.weights import save_net_hdf5
+        save_net_hdf5(net, str(tmp_path / "w.caffemodel.h5"))
+    finally:
+        os.umask(old)
+    for name in ("w.caffemodel", "w.caffemodel.h5"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o644, name

@@ -258,11 +258,11 @@ class LMDBCursor:
     """
 
     def __init__(self, path):
-        self.path = path
-        env = acquire_reader(path)
+        self.path = os.path.abspath(path)  # released by this name whatever the cwd is then
+        env = acquire_reader(self.path)
         self.size = env.stat()["entries"]
         if self.size == 0:
-            release_reader(path)
+            release_reader(self.path)
             raise ValueError("LMDB %s has no records" % path)
         self._txn = env.begin(buffers=False)
         self._cursor = self._txn.cursor()
@@ -273,13 +273,15 @@ class LMDBCursor:
         for _ in range(n % self.size):
             self._advance()
 
-    def take(self, n):
-        """The next `n` (key, value) records, wrapping around at the end."""
+    def take(self, n, stride=1):
+        """The next `n` (key, value) records, wrapping around at the end; `stride` > 1
+        keeps one record of every `stride`, starting with the current one."""
         out = []
         cursor = self._cursor
         for _ in range(n):
             out.append((cursor.key(), cursor.value()))
-            self._advance()
+            for _ in range(stride):
+                self._advance()
         return out
 
     def _advance(self):
@@ -299,21 +301,23 @@ class DatumBatchReader:
 
     Raw byte Datums of one shape become one uint8 array through a single np.frombuffer;
     float_data and encoded Datums are converted one record at a time. The LMDB is opened
-    on the first read, in the reading thread, after skipping `skip` records.
+    on the first read, in the reading thread, after skipping `skip` records. With
+    `stride` N, every N-th record is read (a data-parallel rank's share).
     """
 
-    def __init__(self, path, batch_size, color=None, skip=0):
+    def __init__(self, path, batch_size, color=None, skip=0, stride=1):
         self.path = path
         self.batch_size = batch_size
         self.color = color
         self.skip = skip
+        self.stride = stride
         self._cursor = None
 
     def read(self):
         if self._cursor is None:
             self._cursor = LMDBCursor(self.path)
             self._cursor.skip(self.skip)
-        records = self._cursor.take(self.batch_size)
+        records = self._cursor.take(self.batch_size, self.stride)
         datums = [pb.Datum.FromString(value) for _, value in records]
         labels = np.array([d.label for d in datums], dtype=np.float32)
         kinds = {(d.encoded, d.channels, d.height, d.width) for d in datums}

@@ -6,7 +6,6 @@ A daemon thread keeps `data_param.prefetch` batches ready on the host; forward c
 next one to the layer's backend.
 """
 import os
-import weakref
 
 import lmdb
 from google.protobuf.message import DecodeError
@@ -14,25 +13,20 @@ from google.protobuf.message import DecodeError
 from .. import netkit_pb2 as pb
 from ..data import private_rng
 from ..data.datum import DatumBatchReader, datum_to_array, first_record
-from ..data.prefetch import Prefetcher
 from ..data.transformer import DataTransformer, TransformError
-from ..layer import Layer, LayerSetupError
+from ..layer import TRAIN, LayerSetupError
 from ..log import logger
+from ..parallel import solver_count, solver_rank
 from ..registry import layers
+from .base_data import PrefetchingDataLayer
 
-# DataParameter fields that old nets used before TransformationParameter existed; Caffe's
-# net upgrade moves them into transform_param, and so does this layer if they are still here.
-_LEGACY_TRANSFORM_FIELDS = ("scale", "mean_file", "crop_size", "mirror")
 
 
 @layers.register("Data")
-class DataLayer(Layer):
-    exact_num_bottom = 0
+class DataLayer(PrefetchingDataLayer):
     min_top = 1
     max_top = 2
-    is_data = True
-
-    _prefetcher = None
+    legacy_param = "data_param"
 
     def setup(self, bottom, top):
         p = self.layer_param.data_param
@@ -54,7 +48,7 @@ class DataLayer(Layer):
         # offsets and mirror coins from it alone, so a seed gives the same batches.
         rng = private_rng()
         try:
-            transformer = DataTransformer(self._transform_param(), self.phase, rng)
+            transformer = DataTransformer(self.transform_param(), self.phase, rng)
         except TransformError as e:
             raise LayerSetupError(str(e)) from None
         try:
@@ -73,41 +67,15 @@ class DataLayer(Layer):
         if len(top) > 1:
             top[1].reshape((p.batch_size,))
         skip = rng.randint(p.rand_skip) if p.rand_skip else 0
-        reader = DatumBatchReader(p.source, p.batch_size, transformer.color, skip)
+        # Data-parallel ranks share the TRAIN records: rank r of N reads records r, r+N,
+        # r+2N, ... (Caffe's DataLayer::Skip); only rank 0 runs TEST nets, reading all.
+        rank, count = (solver_rank(), solver_count()) if self.phase == TRAIN else (0, 1)
+        reader = DatumBatchReader(p.source, p.batch_size, transformer.color, skip + rank,
+                                  stride=count)
 
         def load():
             images, labels = reader.read()
             return transformer(images), labels
 
-        self.close()
-        self._prefetcher = Prefetcher(load, p.prefetch, "Data layer %r reading %s"
-                                      % (self.name, p.source), close=reader.close)
-        self._finalizer = weakref.finalize(self, self._prefetcher.stop)
+        self.start_prefetch(load, p.prefetch, p.source, close=reader.close)
 
-    def _transform_param(self):
-        param = pb.TransformationParameter()
-        param.CopyFrom(self.layer_param.transform_param)
-        legacy = self.layer_param.data_param
-        for field in _LEGACY_TRANSFORM_FIELDS:
-            if legacy.HasField(field) and not param.HasField(field):
-                setattr(param, field, getattr(legacy, field))
-        return param
-
-    def reshape(self, bottom, top):
-        """Tops keep the batch shape set at setup; forward reshapes to each loaded batch."""
-
-    def forward(self, bottom, top):
-        if self._prefetcher is None:
-            raise RuntimeError("Data layer %r is closed" % self.name)
-        images, labels = self._prefetcher.get()
-        top[0].reshape(images.shape)
-        top[0].data[...] = self.backend.asarray(images)
-        if len(top) > 1:
-            top[1].reshape(labels.shape)
-            top[1].data[...] = self.backend.asarray(labels)
-
-    def close(self):
-        """Stop the prefetch thread and release the database."""
-        if self._prefetcher is not None:
-            self._finalizer()
-            self._prefetcher = None

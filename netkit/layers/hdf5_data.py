@@ -6,6 +6,9 @@ a file have the same number of rows. Rows are read in order, file after file, an
 may span files; after the last file reading starts over. With `shuffle`, the file order is
 shuffled at every pass and the rows of a file every time it is read, from the layer's own
 random stream. Data comes out as float32; HDF5Data has no transform_param.
+
+Data-parallel rank r of N keeps rows r, r+N, r+2N, ... of that stream in the TRAIN phase
+(Caffe's HDF5DataLayer::Skip counts rows across files and passes).
 """
 import os
 
@@ -13,8 +16,9 @@ import h5py
 import numpy as np
 
 from ..data import private_rng
-from ..layer import Layer, LayerSetupError
+from ..layer import TRAIN, Layer, LayerSetupError
 from ..log import logger
+from ..parallel import solver_count, solver_rank
 from ..registry import layers
 
 
@@ -56,6 +60,9 @@ class HDF5DataLayer(Layer):
         if self._shuffle:
             self._rng.shuffle(self._order)
         self._file = 0
+        self._rank, self._count = ((solver_rank(), solver_count()) if self.phase == TRAIN
+                                   else (0, 1))
+        self._offset = 0  # rows passed so far, counted across files and passes
         self._load()
         for blob, row_shape in zip(top, row_shapes):
             blob.reshape((self._batch_size,) + row_shape)
@@ -109,13 +116,20 @@ class HDF5DataLayer(Layer):
     def forward(self, bottom, top):
         batches = [np.empty(blob.shape, dtype=np.float32) for blob in top]
         filled = 0
+        stride = self._count
         while filled < self._batch_size:
-            take = min(self._batch_size - filled, len(self._rows) - self._position)
-            rows = self._rows[self._position:self._position + take]
+            # Rows from the current position whose stream offset is this rank's, mod N.
+            start = self._position + (self._rank - self._offset) % stride
+            mine = max(0, -(-(len(self._rows) - start) // stride))
+            take = min(self._batch_size - filled, mine)
+            rows = self._rows[start:start + take * stride:stride]
             for batch, data in zip(batches, self._data):
                 batch[filled:filled + take] = data[rows]
             filled += take
-            self._position += take
+            passed = (start + (take - 1) * stride + 1 if take else len(self._rows)) \
+                - self._position
+            self._position += passed
+            self._offset += passed
             if self._position == len(self._rows):
                 self._next_file()
         for blob, batch in zip(top, batches):

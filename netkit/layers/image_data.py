@@ -17,32 +17,24 @@ any sizes: the top takes each batch's shape). Top 0 is the images (N, C, H, W) f
 top 1 the labels (N,).
 """
 import os
-import weakref
 
 import numpy as np
 
-from .. import netkit_pb2 as pb
 from ..data import private_rng
 from ..data.image import opencv, read_image
-from ..data.prefetch import Prefetcher
 from ..data.transformer import DataTransformer, TransformError
 from ..errors import NetkitError
-from ..layer import Layer, LayerSetupError
+from ..layer import LayerSetupError
 from ..log import logger
 from ..registry import layers
+from .base_data import PrefetchingDataLayer
 
-# ImageDataParameter fields from before TransformationParameter; as in the Data layer, they
-# apply when transform_param does not set them itself.
-_LEGACY_TRANSFORM_FIELDS = ("scale", "mean_file", "crop_size", "mirror")
 
 
 @layers.register("ImageData")
-class ImageDataLayer(Layer):
-    exact_num_bottom = 0
+class ImageDataLayer(PrefetchingDataLayer):
     exact_num_top = 2
-    is_data = True
-
-    _prefetcher = None
+    legacy_param = "image_data_param"
 
     def setup(self, bottom, top):
         from ..data.image import read_list
@@ -72,7 +64,7 @@ class ImageDataLayer(Layer):
             raise LayerSetupError("image_data_param.rand_skip %d exceeds the %d images "
                                   "listed in %s" % (p.rand_skip, len(lines), p.source))
         try:
-            transformer = DataTransformer(self._transform_param(), self.phase, private_rng())
+            transformer = DataTransformer(self.transform_param(), self.phase, private_rng())
         except TransformError as e:
             raise LayerSetupError(str(e)) from None
         images = _ImageList(p, lines, transformer, private_rng(), cv2)
@@ -85,36 +77,8 @@ class ImageDataLayer(Layer):
         logger.info("output data size: %s", ",".join(str(d) for d in top[0].shape))
         top[1].reshape((p.batch_size,))
 
-        self.close()
-        self._prefetcher = Prefetcher(images.load, prefetch, "ImageData layer %r reading %s"
-                                      % (self.name, p.source))
-        self._finalizer = weakref.finalize(self, self._prefetcher.stop)
+        self.start_prefetch(images.load, prefetch, p.source)
 
-    def _transform_param(self):
-        param = pb.TransformationParameter()
-        param.CopyFrom(self.layer_param.transform_param)
-        legacy = self.layer_param.image_data_param
-        for field in _LEGACY_TRANSFORM_FIELDS:
-            if legacy.HasField(field) and not param.HasField(field):
-                setattr(param, field, getattr(legacy, field))
-        return param
-
-    def reshape(self, bottom, top):
-        """Tops take each batch's shape in forward."""
-
-    def forward(self, bottom, top):
-        if self._prefetcher is None:
-            raise RuntimeError("ImageData layer %r is closed" % self.name)
-        images, labels = self._prefetcher.get()
-        top[0].reshape(images.shape)
-        top[0].data[...] = self.backend.asarray(images)
-        top[1].data[...] = self.backend.asarray(labels)
-
-    def close(self):
-        """Stop the prefetch thread."""
-        if self._prefetcher is not None:
-            self._finalizer()
-            self._prefetcher = None
 
 
 class _ImageList:

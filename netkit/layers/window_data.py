@@ -27,36 +27,29 @@ bytes in memory. A daemon thread keeps data_param.prefetch batches ready. Top 0 
 import collections
 import math
 import os
-import weakref
 
 import numpy as np
 
-from .. import netkit_pb2 as pb
 from ..data import private_rng
 from ..data.datum import load_mean_file
 from ..data.image import opencv
-from ..data.prefetch import Prefetcher
 from ..errors import NetkitError
-from ..layer import Layer, LayerSetupError
+from ..layer import LayerSetupError
 from ..log import logger
 from ..registry import layers
+from .base_data import PrefetchingDataLayer
 
-# WindowDataParameter fields from before TransformationParameter; they apply when
-# transform_param does not set them itself.
-_LEGACY_TRANSFORM_FIELDS = ("mean_file", "crop_size", "mirror")
 
 
 @layers.register("WindowData")
-class WindowDataLayer(Layer):
-    exact_num_bottom = 0
+class WindowDataLayer(PrefetchingDataLayer):
     exact_num_top = 2
-    is_data = True
-
-    _prefetcher = None
+    legacy_param = "window_data_param"
+    legacy_fields = ("mean_file", "crop_size", "mirror")
 
     def setup(self, bottom, top):
         p = self.layer_param.window_data_param
-        t = self._transform_param()
+        t = self.transform_param()
         crop = t.crop_size
         if p.batch_size <= 0:
             raise LayerSetupError("window_data_param.batch_size must be positive, got %d"
@@ -114,19 +107,7 @@ class WindowDataLayer(Layer):
         logger.info("output data size: %s", ",".join(str(d) for d in top[0].shape))
         top[1].reshape((p.batch_size,))
 
-        self.close()
-        self._prefetcher = Prefetcher(sampler.load, prefetch, "WindowData layer %r reading %s"
-                                      % (self.name, p.source))
-        self._finalizer = weakref.finalize(self, self._prefetcher.stop)
-
-    def _transform_param(self):
-        param = pb.TransformationParameter()
-        param.CopyFrom(self.layer_param.transform_param)
-        legacy = self.layer_param.window_data_param
-        for field in _LEGACY_TRANSFORM_FIELDS:
-            if legacy.HasField(field) and not param.HasField(field):
-                setattr(param, field, getattr(legacy, field))
-        return param
+        self.start_prefetch(sampler.load, prefetch, p.source)
 
     def _mean(self, t, crop):
         """The mean subtracted from a (3, crop, crop) window: a mean_file's centre window
@@ -150,21 +131,6 @@ class WindowDataLayer(Layer):
         values = np.zeros(3, np.float32) + np.array(t.mean_value or [0], np.float32)
         return np.broadcast_to(values.reshape(3, 1, 1), (3, crop, crop))
 
-    def reshape(self, bottom, top):
-        """Tops keep the batch shape set at setup."""
-
-    def forward(self, bottom, top):
-        if self._prefetcher is None:
-            raise RuntimeError("WindowData layer %r is closed" % self.name)
-        images, labels = self._prefetcher.get()
-        top[0].data[...] = self.backend.asarray(images)
-        top[1].data[...] = self.backend.asarray(labels)
-
-    def close(self):
-        """Stop the prefetch thread."""
-        if self._prefetcher is not None:
-            self._finalizer()
-            self._prefetcher = None
 
 
 # One image block of a window file: path (root_folder included), the line naming it, and the

@@ -10,6 +10,7 @@ import abc
 import math
 import os
 import time
+import types
 
 import numpy as np
 
@@ -62,6 +63,9 @@ class Solver(abc.ABC):
         self.iter = 0
         self.current_step = 0
         self.callbacks = []
+        # Caffe's root_solver: the only one of data-parallel ranks that tests and
+        # snapshots (netkit.parallel clears it on the other ranks).
+        self.root_solver = True
         self.action_request = None  # function returning NONE/STOP/SNAPSHOT (signals)
         self.requested_early_exit = False
         self.losses = []
@@ -163,6 +167,8 @@ class Solver(abc.ABC):
             self.restore(resume_file)
         start_iter = self.iter
         self.step(p.max_iter - self.iter)
+        if not self.root_solver:
+            return
         if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
             self.snapshot()
         if self.requested_early_exit:
@@ -183,7 +189,7 @@ class Solver(abc.ABC):
         last_iter, timer = self.iter, time.time()
         while self.iter < stop_iter:
             self.net.clear_param_diffs()
-            if p.test_interval and self.iter % p.test_interval == 0 and (
+            if self.root_solver and p.test_interval and self.iter % p.test_interval == 0 and (
                     self.iter > 0 or p.test_initialization):
                 self.test_all()
                 if self.requested_early_exit:
@@ -216,7 +222,8 @@ class Solver(abc.ABC):
             self.apply_update()
             self.iter += 1
             request = self._requested_action()
-            if (p.snapshot and self.iter % p.snapshot == 0) or request == SNAPSHOT:
+            if self.root_solver and ((p.snapshot and self.iter % p.snapshot == 0)
+                                     or request == SNAPSHOT):
                 self.snapshot()
             if request == STOP:
                 self.requested_early_exit = True
@@ -346,6 +353,22 @@ class Solver(abc.ABC):
                     raise NetkitError("test net layer '%s' parameter shape %s differs from the "
                                       "train net's %s" % (name, mine.shape, theirs.shape))
                 mine.data = theirs.data
+
+    # -- pycaffe's Solver API ---------------------------------------------------------------
+    def add_callback(self, on_start, on_gradients_ready):
+        """Call `on_start()` before each iteration's forward and `on_gradients_ready()`
+        after its backward (pycaffe's add_callback; data-parallel sync uses the same)."""
+        self.callbacks.append(types.SimpleNamespace(on_start=on_start,
+                                                    on_gradients_ready=on_gradients_ready))
+
+    def share_weights(self, net):
+        """Make `net` use this solver's trained parameters by layer name (pycaffe)."""
+        self.share_trained_layers(net)
+
+    @property
+    def lr(self):
+        """The current learning rate (pycaffe's solver.lr)."""
+        return self.get_learning_rate()
 
     def close(self):
         """Stop the data layers' prefetch threads of every net."""

@@ -26,29 +26,45 @@ def parse_gpus(spec):
     if spec in ("", "-1"):
         return []
     if spec == "all":
-        from ..backend import GPUBackend
-        GPUBackend(0)  # raises with the reason when there is no usable GPU
-        import cupy
-        return list(range(cupy.cuda.runtime.getDeviceCount()))
+        try:  # counting makes no CUDA context (each training process uses its own device)
+            import cupy
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception:
+            count = 0
+        if count:
+            return list(range(count))
+        from ..backend import BackendError, GPUBackend
+        try:
+            GPUBackend(0)
+        except BackendError as e:  # no usable GPU: say why
+            raise NetkitError(str(e)) from None
     try:
         return [int(x) for x in spec.split(",")]
     except ValueError:
         raise NetkitError("--gpu expects -1, N, N,M,... or all, got '%s'" % spec) from None
 
 
-def make_backend(gpu, backend):
-    """The Backend for --gpu / --backend; a GPU that cannot be used is a one-line error."""
+def make_backend(gpu, backend, index=None):
+    """The Backend for --gpu / --backend; a GPU that cannot be used is a one-line error.
+
+    A --gpu list names one device per training process; `index` (this process's place
+    among those on its machine) picks one. Without it the command uses a single device.
+    """
     from ..backend import BackendError, get_backend
     if backend:
         return get_backend(backend)
     try:
         gpus = parse_gpus(gpu)
-        if len(gpus) > 1:
-            raise NetkitError("multi-GPU training (--gpu %s) is not supported yet; use one "
-                              "device" % gpu)
+        if index is None and len(gpus) > 1:
+            raise NetkitError("--gpu %s names several devices; this command uses one" % gpu)
         if gpus:
-            logger.info("Using GPU %d", gpus[0])
-            return get_backend("gpu", gpus[0])
+            index = index or 0
+            if index >= len(gpus):
+                raise NetkitError("--gpu %s names %d device(s), too few for training process "
+                                  "#%d on this machine (one device per process)"
+                                  % (gpu, len(gpus), index))
+            logger.info("Using GPU %d", gpus[index])
+            return get_backend("gpu", gpus[index])
         logger.info("Use CPU.")
         return get_backend("cpu")
     except BackendError as e:
@@ -91,26 +107,63 @@ def cli():
               help="What Ctrl-C does: stop (snapshot then exit), snapshot, or none.")
 @click.option("--sighup_effect", default="snapshot",
               type=click.Choice(["stop", "snapshot", "none"]), help="What SIGHUP does.")
-def train(solver, snapshot, weights, gpu, backend, level, stage, sigint_effect, sighup_effect):
-    """Train a net (Caffe's `caffe train`)."""
-    from .. import netkit_pb2 as pb
-    from ..solvers import get_solver, read_solver_param
+@click.pass_context
+def train(ctx, solver, snapshot, weights, gpu, backend, level, stage, sigint_effect,
+          sighup_effect):
+    """Train a net (Caffe's `caffe train`).
+
+    \b
+    Data-parallel: one process per rank, gradients averaged over the ranks each iteration.
+    mpirun -n 2 netkit train --solver S            (CPU processes, MPI)
+    netkit train --solver S --gpu 0,1              (one process per GPU, NCCL)
+    """
+    from .. import parallel
     if not solver:
         raise NetkitError("need a solver definition to train (--solver solver.prototxt)")
     if snapshot and weights:
         raise NetkitError("give a snapshot to resume training or weights to fine-tune, not both")
+    world = parallel.mpi_world()
+    with parallel.abort_on_error(world):
+        _train(ctx, world, solver, snapshot, weights, gpu, backend, level, stage,
+               sigint_effect, sighup_effect)
+
+
+def _train(ctx, world, solver, snapshot, weights, gpu, backend, level, stage, sigint_effect,
+           sighup_effect):
+    """The train command as one rank of `world` (an MPICommunicator, or None alone)."""
+    import logging
     import numpy as np
+    from .. import netkit_pb2 as pb
+    from .. import parallel
+    from ..solvers import get_solver, read_solver_param
     # Like Caffe, no float-overflow chatter: a diverging run ends with one error line.
     np.seterr(over="ignore", invalid="ignore", divide="ignore")
+    if world is not None and world.rank != 0:
+        logger.setLevel(logging.WARNING)  # rank 0 reports progress (Caffe's root_solver)
     param = read_solver_param(solver)
     param.train_state.level = level
     param.train_state.stage.extend(stages_of(stage))
     if gpu is None and backend is None and param.HasField("solver_mode") \
             and param.solver_mode == pb.SolverParameter.GPU:
         gpu = str(param.device_id)
-    be = make_backend(gpu, backend)
+    gpus = parse_gpus(gpu)
+    if world is None and len(gpus) > 1:
+        if parallel.launched_by_mpi():
+            raise NetkitError("--gpu %s names %d devices but MPI started one process; start "
+                              "one per device (mpirun -n %d)" % (gpu, len(gpus), len(gpus)))
+        for i in range(len(gpus)):
+            make_backend(gpu, backend, i)  # a device that cannot be used: its reason, here
+        logger.info("Using GPUs %s: one process each", ", ".join(map(str, gpus)))
+        parallel.relaunch(len(gpus), ctx.find_root().obj["argv"])
+    be = make_backend(gpu, backend, world.local_rank() if world is not None else None)
     param.solver_mode = pb.SolverParameter.GPU if be.name == "gpu" else pb.SolverParameter.CPU
-    s = get_solver(param, backend=be, source=solver)
+    rank, count = (world.rank, world.size) if world is not None else (0, 1)
+    if world is not None:
+        logger.info("Data-parallel training: %d ranks", count)
+        if param.random_seed >= 0:
+            param.random_seed += rank  # each rank draws its own crops and masks (Caffe)
+    with parallel.solver_position(rank, count):
+        s = get_solver(param, backend=be, source=solver)
     requests = []
     effects = {signal.SIGINT: sigint_effect, signal.SIGHUP: sighup_effect}
 
@@ -120,6 +173,9 @@ def train(solver, snapshot, weights, gpu, backend, level, stage, sigint_effect, 
     for signum, effect in effects.items():
         signal.signal(signum, handler if effect != "none" else signal.SIG_IGN)
     s.action_request = lambda: requests.pop(0) if requests else "none"
+    if world is not None:
+        comm = parallel.nccl_communicator(world) if be.name == "gpu" else world
+        parallel.DataParallel(s, comm)
     logger.info("Starting Optimization")
     if snapshot:
         logger.info("Resuming from %s", snapshot)
@@ -243,7 +299,7 @@ def main(argv=None):
     argv = normalize_argv(sys.argv[1:] if argv is None else argv)
     setup_logging()
     try:
-        cli.main(args=argv, prog_name="netkit", standalone_mode=False)
+        cli.main(args=argv, prog_name="netkit", standalone_mode=False, obj={"argv": argv})
     except NetkitError as e:
         click.echo("netkit: error: %s" % e, err=True)
         return 1

@@ -6,12 +6,34 @@ from ..log import fmt, logger
 from ..net import Net
 
 
+def backward_as_in_training(net):
+    """A net with no loss (a deploy net) has no backward pass of its own: time the one
+    training would run from a loss on its outputs. Every blob computed from learnable
+    parameters gets its gradient; the inputs and anything computed from inputs alone do
+    not, as a training step would skip them (and as PyTorch does)."""
+    logger.info("The net has no loss: timing the backward pass a loss on its outputs "
+                "would need (gradients for the parameters and every blob they affect)")
+    learned = set()
+    for i, layer in enumerate(net.layers):
+        has_params = bool(layer.blobs)
+        need = [name in learned and layer.allow_force_backward(k)
+                for k, name in enumerate(net.bottom_names[i])]
+        net.bottom_need_backward[i] = need
+        net.layer_need_backward[i] = has_params or any(need)
+        if has_params:
+            layer.param_propagate_down = [True] * len(layer.blobs)
+        if net.layer_need_backward[i]:
+            learned.update(net.top_names[i])
+
+
 def time_net(model, iterations, phase="TRAIN", backend=None, level=0, stages=()):
     """Time `iterations` forward+backward passes; returns (forward_ms, backward_ms, total_ms)
     averaged per iteration."""
     net = Net(model, phase=TRAIN if phase == "TRAIN" else TEST, level=level, stages=stages,
               backend=backend)
     be = net.backend
+    if not any(net.layer_need_backward):
+        backward_as_in_training(net)
     try:
         logger.info("Performing Forward")
         logger.info("Initial loss: %s", fmt(net.forward_layers()))
