@@ -66,7 +66,7 @@ DECONV_CASES = {
                         dict(stride=2, padding=1, dilation=2, groups=2), "cl/cf"),
     "hw_forms": ((2, 2, 4, 5), 3, "kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 1 pad_h: 1 "
                  "pad_w: 0", dict(stride=(2, 1), padding=(1, 0)), "cl/cf"),
-    "fcn_upsample": ((1, 32, 4, 4), 20, "kernel_size: 4 stride: 2 pad: 1",
+    "fcn_upsample": ((2, 32, 8, 8), 20, "kernel_size: 4 stride: 2 pad: 1",
                      dict(stride=2, padding=1), "cl"),
     "per_channel": ((2, 4, 3, 3), 4, "kernel_size: 4 stride: 2 group: 4",
                     dict(stride=2, groups=4), "cf"),

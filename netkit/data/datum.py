@@ -182,12 +182,12 @@ def write_lmdb(path, items, map_size=None, commit_every=1000, on_commit=None):
             batch.append((key.encode("utf-8", "surrogateescape") if isinstance(key, str)
                           else key, value))
             if len(batch) == commit_every:
-                count += _commit_growing(env, batch)
+                count += commit_records(env, batch)
                 batch = []
                 if on_commit is not None:
                     on_commit(count)
         if batch:
-            count += _commit_growing(env, batch)
+            count += commit_records(env, batch)
             if on_commit is not None:
                 on_commit(count)
         env.sync(True)
@@ -196,7 +196,7 @@ def write_lmdb(path, items, map_size=None, commit_every=1000, on_commit=None):
     return count
 
 
-def _commit_growing(env, batch):
+def commit_records(env, batch):
     """Put `batch` in one transaction; on MapFullError double the map size and redo it."""
     while True:
         try:
@@ -273,6 +273,10 @@ class LMDBCursor:
         for _ in range(n % self.size):
             self._advance()
 
+    def value(self):
+        """The current record's value."""
+        return self._cursor.value()
+
     def take(self, n, stride=1):
         """The next `n` (key, value) records, wrapping around at the end; `stride` > 1
         keeps one record of every `stride`, starting with the current one."""
@@ -313,11 +317,15 @@ class DatumBatchReader:
         self.stride = stride
         self._cursor = None
 
-    def read(self):
+    def _open(self):
+        """The cursor, opened (and moved past `skip` records) on first use."""
         if self._cursor is None:
             self._cursor = LMDBCursor(self.path)
             self._cursor.skip(self.skip)
-        records = self._cursor.take(self.batch_size, self.stride)
+        return self._cursor
+
+    def read(self):
+        records = self._open().take(self.batch_size, self.stride)
         datums = [pb.Datum.FromString(value) for _, value in records]
         labels = np.array([d.label for d in datums], dtype=np.float32)
         kinds = {(d.encoded, d.channels, d.height, d.width) for d in datums}
@@ -339,6 +347,26 @@ class DatumBatchReader:
                                     images[0].shape))
             images.append(image)
         return np.stack(images), labels
+
+    def skip_batches(self, n, shapes=False):
+        """Move `n` batches forward without reading their pixels.
+
+        With `shapes`, returns the (C, H, W) of each skipped batch's images, taken from its
+        first record (a batch has one shape, `read` enforces it): a raw Datum's declared
+        shape, an encoded Datum's decoded image. Runs in the reading thread, as `read` does.
+        """
+        cursor = self._open()
+        span = self.batch_size * self.stride
+        if not shapes:
+            cursor.skip(n * span)
+            return None
+        out = []
+        for _ in range(n):
+            datum = pb.Datum.FromString(cursor.value())
+            out.append(datum_to_array(datum, self.color).shape if datum.encoded
+                       else datum_shape(datum))
+            cursor.skip(span)
+        return out
 
     def close(self):
         if self._cursor is not None:

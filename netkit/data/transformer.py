@@ -11,6 +11,8 @@ image, as in Caffe's DataTransformer::Transform(Datum):
 
 Mirroring flips the finished crop left to right, mean included.
 """
+import copy
+
 import numpy as np
 
 from ..log import logger
@@ -77,11 +79,22 @@ class DataTransformer:
                                  "channel (%d), not %d" % (c, len(self.mean_values)))
         return (c, self.crop, self.crop) if self.crop else (c, h, w)
 
-    def __call__(self, batch):
-        """Transform a host batch (N, C, H, W) into a new float32 batch (N, C, h, w)."""
-        n, c, h, w = batch.shape
-        _, oh, ow = self.output_shape((c, h, w))
-        # Random draws per image in Caffe's order of need: mirror coins, then crop offsets.
+    def with_rng(self, rng):
+        """A transformer with these parameters (mean included) drawing from `rng`."""
+        other = copy.copy(self)
+        other.rng = rng
+        return other
+
+    @property
+    def draws_need_size(self):
+        """Whether a batch's random draws depend on its image size (random crops do)."""
+        return bool(self.crop and self.train)
+
+    def draw(self, n, h, w):
+        """The random draws for n images of h x w, per image in Caffe's order of need:
+        mirror coins (None without `mirror`), then crop offsets (centred unless a TRAIN
+        crop). Returns (flips, h_off, w_off)."""
+        oh, ow = (self.crop, self.crop) if self.crop else (h, w)
         flips = self.rng.randint(2, size=n).astype(bool) if self.mirror else None
         if self.crop and self.train:
             h_off = self.rng.randint(h - oh + 1, size=n)
@@ -89,6 +102,23 @@ class DataTransformer:
         else:
             h_off = np.full(n, (h - oh) // 2)
             w_off = np.full(n, (w - ow) // 2)
+        return flips, h_off, w_off
+
+    def skip(self, n, size=None):
+        """Make the random draws of a batch of n images without transforming it, so the
+        next batch gets what it would after that one. `size` (H, W) is needed only when
+        `draws_need_size`."""
+        if size is None:
+            if self.draws_need_size:
+                raise ValueError("skipping a randomly cropped batch needs its image size")
+            size = (self.crop, self.crop)
+        self.draw(n, *size)
+
+    def __call__(self, batch):
+        """Transform a host batch (N, C, H, W) into a new float32 batch (N, C, h, w)."""
+        n, c, h, w = batch.shape
+        _, oh, ow = self.output_shape((c, h, w))
+        flips, h_off, w_off = self.draw(n, h, w)
         out = _crop(batch, h_off, w_off, oh, ow).astype(np.float32)
         if self.mean is not None:
             out -= _crop(np.broadcast_to(self.mean, batch.shape), h_off, w_off, oh, ow)

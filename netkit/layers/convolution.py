@@ -17,6 +17,7 @@ chunks of images.
 Both passes also run on plain arrays (`convolve`, `gradients`): Deconvolution keeps one of
 these layers for the convolution from its top to its bottom and runs it backwards.
 """
+from .. import kernels
 from ..layer import Layer, LayerSetupError
 from ..ops.im2col import ConvGeometry, col2im_cf, col2im_cl, im2col_cf, im2col_cl
 from ..ops.workspace import Workspace
@@ -115,6 +116,8 @@ class ConvolutionLayer(Layer):
         self.weight_and_bias(weight_shape, (self.num_output,) if self.bias_term else None,
                              p.weight_filler, p.bias_filler)
         self.ws = Workspace(self.xp)
+        # On a real GPU, im2col and col2im are CUDA kernels (netkit.kernels.im2col).
+        self.cuda = kernels.available(self.backend)
         self._plan = None
         # Bottoms whose column buffer holds the columns of the last forward (whole batch).
         self._fresh = set()
@@ -152,6 +155,9 @@ class ConvolutionLayer(Layer):
                 self.channels // self.group >= MIN_CHANNELS_LAST_GRADIENT
             per_image = (self.column_rows() + 1) * self.group * out_h * out_w
             self.chunk = max(1, min(num, COLUMN_BUDGET // per_image))
+            # Channels-first: the bias rides in the product as a column of the weights
+            # (copied per pass) when they are smaller than the top, else it is added.
+            self.fold_bias = self.column_rows() < num * out_h * out_w
 
     def output_channels_and_group(self, param, channels):
         """(num_output, group) for a bottom with `channels` channels; a hook for the
@@ -159,7 +165,14 @@ class ConvolutionLayer(Layer):
         return param.num_output, param.group
 
     def _prefer_channels_last(self):
-        """Pick the im2col layout whose strided copy moves the longer contiguous runs."""
+        """Pick the im2col layout whose strided copy moves the longer contiguous runs,
+        unless the weights outweigh the columns: channels-last re-lays the weights out for
+        every pass, which costs more than the products where there are few output
+        positions per weight (deep layers, small batches)."""
+        if self.cuda:
+            return False  # the CUDA kernels write Caffe's channels-first columns
+        if 2 * (self.num_output // self.group) >= self.num * self.out_h * self.out_w:
+            return False
         (_, kw), (_, sw), (_, dw) = self.geom.kernel, self.geom.stride, self.geom.dilation
         run_cf = self.out_w if sw == 1 else 1
         run_cl = self.channels // self.group * (kw if dw == 1 and self.group == 1 else 1)
@@ -195,9 +208,12 @@ class ConvolutionLayer(Layer):
                 out = self._scratch("out", (g, col.shape[1], o // g))
                 xp.matmul(col, weights, out=out)
                 y[start:stop] = out.reshape(g, stop - start, -1, o // g).transpose(1, 0, 3, 2)
-            else:
+            elif self.fold_bias or not self.bias_term:
                 # (G, O / G, K) . (n, G, K, OH * OW), straight into the top.
                 xp.matmul(weights, col, out=y[start:stop])
+            else:
+                xp.matmul(weights, col[:, :, :-1], out=y[start:stop])
+                y[start:stop] += self.blobs[1].data.reshape(1, g, o // g, 1)
 
     def _weights_with_bias(self):
         """The weights as the GEMM wants them, with the bias appended as one more column."""
@@ -211,7 +227,7 @@ class ConvolutionLayer(Layer):
             if self.bias_term:
                 w[:, k] = self.blobs[1].data.reshape(g, -1)
             return w
-        if not self.bias_term:
+        if not (self.bias_term and self.fold_bias):
             return weight.reshape(g, -1, k)
         w = self.ws.get("weights", (g, o // g, k + 1))
         w[..., :k] = weight.reshape(g, -1, k)
@@ -260,12 +276,16 @@ class ConvolutionLayer(Layer):
             if self.bias_term:
                 col[:, :, k] = 1.0
         else:
-            padded = None
-            if geom.pad != (0, 0):
-                padded = self.ws.get("padded", (n * g, self.channels // g, pad_h, pad_w),
-                                     init=0.0)
-            im2col_cf(self.xp, x.reshape(n * g, -1, self.height, self.width),
-                      col[:, :, :k].reshape(n * g, -1, kh, kw, oh, ow), geom, padded)
+            images = x.reshape(n * g, -1, self.height, self.width)
+            cols = col[:, :, :k].reshape(n * g, -1, kh, kw, oh, ow)
+            if self.cuda:
+                kernels.im2col.im2col(images, cols, geom)
+            else:
+                padded = None
+                if geom.pad != (0, 0):
+                    padded = self.ws.get("padded", (n * g, self.channels // g, pad_h, pad_w),
+                                         init=0.0)
+                im2col_cf(self.xp, images, cols, geom, padded)
             if self.bias_term:
                 col[:, :, k] = 1.0
         return col
@@ -318,9 +338,20 @@ class ConvolutionLayer(Layer):
             self.blobs[1].diff += bias.reshape(self.num_output)
 
     def _backward_cf(self, index, col, dy, dx, prop):
-        """col (n, G, K, OH * OW), dy (n, G, O / G, OH * OW): one product per image."""
+        """col (n, G, K, OH * OW), dy (n, G, O / G, OH * OW): the weight gradient is one
+        product per group over the batch's positions, the bottom's one per image."""
         if col is not None:
-            self._accumulate(self.xp.matmul(dy, col.transpose(0, 1, 3, 2)).sum(axis=0), prop)
+            n, g = dy.shape[:2]
+            if n == 1:
+                self._accumulate(self.xp.matmul(dy[0], col[0].transpose(0, 2, 1)), prop)
+            else:
+                rows = self._scratch("dy_by_group", (g, dy.shape[2], n, dy.shape[3]))
+                rows[...] = dy.transpose(1, 2, 0, 3)
+                cols = self._scratch("col_by_group", (g, col.shape[2], n, col.shape[3]))
+                cols[...] = col.transpose(1, 2, 0, 3)
+                self._accumulate(self.xp.matmul(rows.reshape(g, dy.shape[2], -1),
+                                                cols.reshape(g, col.shape[2], -1)
+                                                .transpose(0, 2, 1)), prop)
         if dx is not None:
             self._bottom_gradient_cf(index, dy, dx)
 
@@ -347,12 +378,16 @@ class ConvolutionLayer(Layer):
         dcol = self._in_column_buffer(index, (n, g, k, self.out_h * self.out_w))
         self._fresh.discard(index)
         xp.matmul(weight.transpose(0, 2, 1), dy, out=dcol)
+        dcols = dcol.reshape(n * g, -1, kh, kw, self.out_h, self.out_w)
+        images = dx.reshape(n * g, -1, self.height, self.width)
+        if self.cuda:
+            kernels.im2col.col2im(dcols, images, geom)
+            return
         padded = None
         if geom.pad != (0, 0):
             padded = self.ws.get("padded_diff", (n * g, self.channels // g) +
                                  geom.padded_shape(self.height, self.width))
-        col2im_cf(xp, dcol.reshape(n * g, -1, kh, kw, self.out_h, self.out_w),
-                  dx.reshape(n * g, -1, self.height, self.width), geom, padded)
+        col2im_cf(xp, dcols, images, geom, padded)
 
     def _bottom_gradient_cl(self, index, rows, dx):
         """dx from channels-last column gradients, one block per kernel offset: rows

@@ -5,6 +5,7 @@ Top 0 is the transformed images (N, C, H, W) float32; the optional top 1 is the 
 A daemon thread keeps `data_param.prefetch` batches ready on the host; forward copies the
 next one to the layer's backend.
 """
+import copy
 import os
 
 import lmdb
@@ -70,12 +71,30 @@ class DataLayer(PrefetchingDataLayer):
         # Data-parallel ranks share the TRAIN records: rank r of N reads records r, r+N,
         # r+2N, ... (Caffe's DataLayer::Skip); only rank 0 runs TEST nets, reading all.
         rank, count = (solver_rank(), solver_count()) if self.phase == TRAIN else (0, 1)
-        reader = DatumBatchReader(p.source, p.batch_size, transformer.color, skip + rank,
-                                  stride=count)
+        # Where the stream starts: the first record and the random state after setup's
+        # draws. Every stream (the first, and one after skip_batches) starts from copies.
+        self._start = (skip + rank, count, transformer)
+        self.start_stream(p.prefetch, p.source)
+
+    def open_stream(self, position):
+        """Records from the start fixed at setup, moved `position` batches forward: the
+        cursor passes the skipped records reading (and for encoded Datums, decoding) only
+        the first of each batch when crops need its size, and the transformer makes each
+        skipped batch's random draws."""
+        p = self.layer_param.data_param
+        first, stride, start = self._start
+        transformer = start.with_rng(copy.deepcopy(start.rng))
+        reader = DatumBatchReader(p.source, p.batch_size, transformer.color, first,
+                                  stride=stride)
+        skipping = [position] if position else []
 
         def load():
+            if skipping:
+                n = skipping.pop()
+                shapes = reader.skip_batches(n, shapes=transformer.draws_need_size)
+                for chw in shapes or [None] * n:
+                    transformer.skip(p.batch_size, chw and chw[1:])
             images, labels = reader.read()
             return transformer(images), labels
 
-        self.start_prefetch(load, p.prefetch, p.source, close=reader.close)
-
+        return load, reader.close

@@ -86,35 +86,45 @@ class HDF5DataLayer(Layer):
             raise LayerSetupError("HDF5 file %s has no rows" % path)
         return tuple(s[1:] for s in shapes)
 
-    def _load(self):
-        """Read the current file's datasets into host float32 arrays and order its rows."""
-        path = self._files[self._order[self._file]]
-        with h5py.File(path, "r") as f:
-            self._data = [np.asarray(f[name][...], dtype=np.float32) for name in self._names]
-        self._rows = self._permutation()
+    def _load(self, read=True):
+        """Order the current file's rows and, with `read`, read its datasets (else only
+        its row count: forward reads them when it needs them)."""
+        if read:
+            self._load_data()
+            n = len(self._data[0])
+        else:
+            self._data = None
+            with h5py.File(self._path(), "r") as f:
+                n = f[self._names[0]].shape[0]
+        self._rows = self._permutation(n)
         self._position = 0
 
-    def _permutation(self):
-        n = len(self._data[0])
+    def _path(self):
+        return self._files[self._order[self._file]]
+
+    def _load_data(self):
+        """Read the current file's datasets into host float32 arrays."""
+        with h5py.File(self._path(), "r") as f:
+            self._data = [np.asarray(f[name][...], dtype=np.float32) for name in self._names]
+
+    def _permutation(self, n):
         return self._rng.permutation(n) if self._shuffle else np.arange(n)
 
-    def _next_file(self):
+    def _next_file(self, read=True):
         self._file += 1
         if self._file == len(self._files):
             self._file = 0
             if self._shuffle:
                 self._rng.shuffle(self._order)
         if len(self._files) > 1:
-            self._load()
+            self._load(read)
         else:
-            self._rows = self._permutation()
+            self._rows = self._permutation(len(self._rows))
             self._position = 0
 
-    def reshape(self, bottom, top):
-        """Tops keep the batch shape set at setup."""
-
-    def forward(self, bottom, top):
-        batches = [np.empty(blob.shape, dtype=np.float32) for blob in top]
+    def _next_rows(self, read=True):
+        """The next batch's rows, as (filled, rows of the current file) pieces; the reading
+        moves on to the next file after a piece has been used (`read` as in `_load`)."""
         filled = 0
         stride = self._count
         while filled < self._batch_size:
@@ -122,15 +132,31 @@ class HDF5DataLayer(Layer):
             start = self._position + (self._rank - self._offset) % stride
             mine = max(0, -(-(len(self._rows) - start) // stride))
             take = min(self._batch_size - filled, mine)
-            rows = self._rows[start:start + take * stride:stride]
-            for batch, data in zip(batches, self._data):
-                batch[filled:filled + take] = data[rows]
+            yield filled, self._rows[start:start + take * stride:stride]
             filled += take
             passed = (start + (take - 1) * stride + 1 if take else len(self._rows)) \
                 - self._position
             self._position += passed
             self._offset += passed
             if self._position == len(self._rows):
-                self._next_file()
+                self._next_file(read)
+
+    def reshape(self, bottom, top):
+        """Tops keep the batch shape set at setup."""
+
+    def forward(self, bottom, top):
+        batches = [np.empty(blob.shape, dtype=np.float32) for blob in top]
+        for filled, rows in self._next_rows():
+            if self._data is None:  # the file skip_batches stopped in
+                self._load_data()
+            for batch, data in zip(batches, self._data):
+                batch[filled:filled + len(rows)] = data[rows]
         for blob, batch in zip(top, batches):
             blob.data[...] = self.backend.asarray(batch)
+
+    def skip_batches(self, n):
+        """Move `n` batches forward without gathering them: the rows, file order and
+        shuffles move on as forward's would, and files passed over are not read."""
+        for _ in range(n):
+            for _ in self._next_rows(read=False):
+                pass

@@ -16,6 +16,7 @@ have one size unless transform_param.crop_size crops them all to one (batch_size
 any sizes: the top takes each batch's shape). Top 0 is the images (N, C, H, W) float32,
 top 1 the labels (N,).
 """
+import copy
 import os
 
 import numpy as np
@@ -67,7 +68,7 @@ class ImageDataLayer(PrefetchingDataLayer):
             transformer = DataTransformer(self.transform_param(), self.phase, private_rng())
         except TransformError as e:
             raise LayerSetupError(str(e)) from None
-        images = _ImageList(p, lines, transformer, private_rng(), cv2)
+        images = _ImageList.start(p, lines, transformer, private_rng(), cv2)
         logger.info("A total of %d images.", len(lines))
         try:
             chw = transformer.output_shape(images.first().shape)
@@ -77,7 +78,22 @@ class ImageDataLayer(PrefetchingDataLayer):
         logger.info("output data size: %s", ",".join(str(d) for d in top[0].shape))
         top[1].reshape((p.batch_size,))
 
-        self.start_prefetch(images.load, prefetch, p.source)
+        # Kept as the stream's start: each stream reads from a copy of it.
+        self._start = images
+        self.start_stream(prefetch, p.source)
+
+    def open_stream(self, position):
+        """The list from its order and line at setup, moved `position` batches forward
+        (see `_ImageList.skip`)."""
+        images = self._start.copy()
+        skipping = [position] if position else []
+
+        def load():
+            if skipping:
+                images.skip(skipping.pop())
+            return images.load()
+
+        return load, None
 
 
 
@@ -88,18 +104,31 @@ class _ImageList:
     and the rand_skip draw. After setup only the prefetch thread uses it.
     """
 
-    def __init__(self, param, lines, transformer, rng, cv2):
+    def __init__(self, param, lines, line, transformer, rng, cv2):
         self.param = param
         self.lines = lines
+        self.line = line
         self.transformer = transformer
         self.rng = rng
         self.cv2 = cv2
+
+    @classmethod
+    def start(cls, param, lines, transformer, rng, cv2):
+        """The list as a layer starts reading it: shuffled with `shuffle`, from a random
+        line below rand_skip."""
         if param.shuffle:
             logger.info("Shuffling data")
             rng.shuffle(lines)
-        self.line = int(rng.randint(param.rand_skip)) if param.rand_skip else 0
-        if self.line:
-            logger.info("Skipping first %d data points.", self.line)
+        line = int(rng.randint(param.rand_skip)) if param.rand_skip else 0
+        if line:
+            logger.info("Skipping first %d data points.", line)
+        return cls(param, lines, line, transformer, rng, cv2)
+
+    def copy(self):
+        """An independent list in the same state: order, line and both random streams."""
+        return _ImageList(self.param, list(self.lines), self.line,
+                          self.transformer.with_rng(copy.deepcopy(self.transformer.rng)),
+                          copy.deepcopy(self.rng), self.cv2)
 
     def first(self):
         """The image the first batch starts with (setup shapes the tops after it)."""
@@ -117,8 +146,15 @@ class _ImageList:
         return image
 
     def load(self):
-        """The next batch (images, labels): batch_size lines from where the last batch
-        ended, wrapping (and reshuffling) at the end of the list."""
+        """The next batch (images, labels)."""
+        entries = self.next_entries()
+        images = [self.read(*entry) for entry in entries]
+        labels = np.array([label for _, _, label in entries], dtype=np.float32)
+        return self.transform(images, entries), labels
+
+    def next_entries(self):
+        """The next batch's list lines: batch_size lines from where the last batch ended,
+        wrapping (and reshuffling) at the end of the list."""
         entries = []
         for _ in range(self.param.batch_size):
             entries.append(self.lines[self.line])
@@ -127,9 +163,28 @@ class _ImageList:
                 self.line = 0
                 if self.param.shuffle:
                     self.rng.shuffle(self.lines)
-        images = [self.read(*entry) for entry in entries]
-        labels = np.array([label for _, _, label in entries], dtype=np.float32)
-        return self.transform(images, entries), labels
+        return entries
+
+    def skip(self, n):
+        """Move `n` batches forward as `load` would, without making them: the lines advance
+        (and reshuffle) and the transformer makes each batch's random draws, as `transform`
+        does. Images are read only when those draws need their sizes, which resizing
+        (new_height, new_width) fixes and only TRAIN crops need."""
+        p, t = self.param, self.transformer
+        for _ in range(n):
+            entries = self.next_entries()
+            if p.new_height > 0:
+                t.skip(len(entries), (p.new_height, p.new_width))
+            elif not t.draws_need_size:
+                # Mirror coins: one per image whether drawn per batch or per image.
+                t.skip(len(entries))
+            else:
+                sizes = [self.read(*entry).shape[1:] for entry in entries]
+                if all(size == sizes[0] for size in sizes):
+                    t.skip(len(sizes), sizes[0])
+                else:
+                    for size in sizes:
+                        t.skip(1, size)
 
     def transform(self, images, entries):
         """One transformed float32 batch; images of several sizes only when cropped."""

@@ -5,7 +5,13 @@ rows (M). Blobs: weight (num_output, K), or (K, num_output) with `transpose: tru
 bias_term a bias (num_output,).
 """
 from ..layer import Layer, LayerSetupError
+from ..ops.workspace import Workspace
 from ..registry import layers
+
+# Elements of the scratch product added into a weight diff at a time (4 MiB): accumulating
+# then reads and writes the diff once, instead of also writing and reading a product of
+# its full size.
+ACCUMULATE_BLOCK = 1 << 20
 
 
 @layers.register("InnerProduct")
@@ -27,6 +33,7 @@ class InnerProductLayer(Layer):
                         else (self.num_output, self.inputs))
         self.weight_and_bias(weight_shape, (self.num_output,) if self.bias_term else None,
                              p.weight_filler, p.bias_filler)
+        self.ws = Workspace(self.xp)
 
     def _axis(self, shape):
         axis = self.layer_param.inner_product_param.axis
@@ -51,9 +58,13 @@ class InnerProductLayer(Layer):
         return w.T if self.transpose else w
 
     def forward(self, bottom, top):
+        """top^T = weight . bottom^T: BLAS streams the (large) weights faster as the left
+        operand; the (small) product is then transposed into the top."""
         x = bottom[0].data.reshape(self.rows, self.inputs)
         y = top[0].data.reshape(self.rows, self.num_output)
-        self.xp.matmul(x, self._weight_nk().T, out=y)
+        product = self.ws.get("top_t", (self.num_output, self.rows))
+        self.xp.matmul(self._weight_nk(), x.T, out=product)
+        y[...] = product.T
         if self.bias_term:
             y += self.blobs[1].data
 
@@ -62,12 +73,23 @@ class InnerProductLayer(Layer):
         x = bottom[0].data.reshape(self.rows, self.inputs)
         dy = top[0].diff.reshape(self.rows, self.num_output)
         if self.param_propagate_down[0]:
-            w = self.blobs[0]
-            w.diff += xp.matmul(x.T, dy) if self.transpose else xp.matmul(dy.T, x)
+            a, b = (x.T, dy) if self.transpose else (dy.T, x)
+            self._add_product(a, b, self.blobs[0].diff)
         if self.bias_term and self.param_propagate_down[1]:
             self.blobs[1].diff += dy.sum(axis=0)
         if propagate_down[0]:
             xp.matmul(dy, self._weight_nk(), out=bottom[0].diff.reshape(self.rows, self.inputs))
+
+
+    def _add_product(self, a, b, out):
+        """out += a . b, a block of rows at a time through a small scratch product."""
+        rows = max(1, ACCUMULATE_BLOCK // b.shape[1])
+        scratch = self.ws.get("product", (min(rows, a.shape[0]), b.shape[1]))
+        for start in range(0, a.shape[0], rows):
+            stop = min(start + rows, a.shape[0])
+            block = scratch[:stop - start]
+            self.xp.matmul(a[start:stop], b, out=block)
+            out[start:stop] += block
 
 
 def _count(dims):

@@ -11,6 +11,7 @@ divides by the full n * n at the borders too; Caffe uses shift 1 there and ignor
 Window sums are taken as n shifted slices of a zero-padded copy kept across iterations (two
 passes of n for the square window).
 """
+from .. import kernels
 from .. import netkit_pb2 as pb
 from ..layer import Layer, LayerSetupError
 from ..ops.workspace import Workspace
@@ -33,6 +34,8 @@ class LRNLayer(Layer):
         self.alpha, self.beta, self.k = p.alpha, p.beta, p.k
         self.across = p.norm_region == ACROSS_CHANNELS
         self.ws = Workspace(self.xp)
+        # On a real GPU, ACROSS_CHANNELS is two CUDA kernels (netkit.kernels.lrn).
+        self.cuda = kernels.available(self.backend) and self.across
 
     def reshape(self, bottom, top):
         shape = bottom[0].shape
@@ -72,6 +75,11 @@ class LRNLayer(Layer):
     def forward(self, bottom, top):
         xp = self.xp
         x = bottom[0].data
+        if self.cuda:
+            self.scale = self.ws.get("scale", self.shape)
+            kernels.lrn.lrn_forward(x, self.scale, top[0].data, self.size, self.alpha,
+                                    self.beta, self.k)
+            return
         padded, interior = self._padded("squares")
         xp.multiply(x, x, out=interior)
         self.scale = self.ws.get("scale", self.shape)
@@ -92,6 +100,10 @@ class LRNLayer(Layer):
             return
         xp = self.xp
         x, y, dy, dx = bottom[0].data, top[0].data, top[0].diff, bottom[0].diff
+        if self.cuda:
+            kernels.lrn.lrn_backward(x, y, self.scale, dy, dx, self.size, self.alpha,
+                                     self.beta)
+            return
         # d top_i / d x_j sums dy_i * top_i / scale_i over the windows i that contain j.
         padded, ratio = self._padded("ratios")
         xp.multiply(dy, y, out=ratio)

@@ -13,6 +13,7 @@ netkit.ops.stochastic_pooling): sampling in TRAIN, probability-weighted average 
 """
 import numpy as np
 
+from .. import kernels
 from .. import netkit_pb2 as pb
 from ..layer import TRAIN, Layer, LayerSetupError
 from ..ops import stochastic_pooling
@@ -87,6 +88,8 @@ class PoolingLayer(Layer):
                                   % (self.pad, self.kernel))
         self.ceil_mode = p.round_mode == pb.PoolingParameter.CEIL
         self.ws = Workspace(self.xp)
+        # On a real GPU, windowed MAX pooling is a CUDA kernel (netkit.kernels.pooling).
+        self.cuda = kernels.available(self.backend) and self.method == MAX
         self._plan = None
 
     def reshape(self, bottom, top):
@@ -141,7 +144,7 @@ class PoolingLayer(Layer):
                     else be.asarray(sizes, dtype=np.float32)
         else:
             window = 1 if self.whole else kernel[0] * kernel[1]
-            dtype = np.int64 if self.whole else index_dtype(window)
+            dtype = np.int64 if self.whole else np.int32 if self.cuda else index_dtype(window)
             self.argmax = xp.zeros((num, channels) + tuple(pooled), dtype=dtype)
             if self.whole:
                 self.positions = xp.arange(height * width)
@@ -175,13 +178,16 @@ class PoolingLayer(Layer):
             else:
                 xp.divide(flat.sum(axis=2).reshape(y.shape), self.pool_size, out=y)
             return
-        src = self._padded_source(x)
-        if self.method == MAX:
+        if self.cuda:
+            kernels.pooling.max_pool_forward(x, y, self.argmax, self.geom.kernel, self.stride,
+                                             self.pad)
+        elif self.method == MAX:
+            src = self._padded_source(x)
             max_pool(xp, src, y, self.argmax, self.geom, self.ws)
-            if len(top) == 2:
-                xp.add(self.mask_base, xp.take(self.mask_offset, self.argmax), out=top[1].data)
         else:
-            ave_pool(xp, src, y, self.geom, self.pool_size)
+            ave_pool(xp, self._padded_source(x), y, self.geom, self.pool_size)
+        if len(top) == 2:
+            xp.add(self.mask_base, xp.take(self.mask_offset, self.argmax), out=top[1].data)
 
     def _padded_source(self, x):
         if not self.buffered:
@@ -217,6 +223,10 @@ class PoolingLayer(Layer):
                 xp.multiply(hit, column, out=flat)
             else:
                 flat[...] = column / self.pool_size
+            return
+        if self.cuda:
+            kernels.pooling.max_pool_backward(dy, self.argmax, dx, self.geom.kernel,
+                                              self.stride, self.pad)
             return
         target = dx
         if self.buffered:

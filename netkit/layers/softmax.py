@@ -5,6 +5,7 @@ Both normalise over one axis (`softmax_param.axis`, default 1): a blob of shape
 """
 import numpy as np
 
+from .. import kernels
 from ..blob import Blob
 from ..layer import Layer, LayerSetupError, canonical_axis
 from ..registry import layers
@@ -124,6 +125,9 @@ class SoftmaxWithLossLayer(Layer):
         self.normalization = normalization_mode(loss_param)
         self.prob = Blob((), self.backend)
         self.indexer = LabelIndexer(self.xp)
+        # On a real GPU, the loss and its gradient are CUDA kernels
+        # (netkit.kernels.softmax_loss); the softmax stays xp code.
+        self.cuda = kernels.available(self.backend)
 
     def reshape(self, bottom, top):
         data_shape = bottom[0].shape
@@ -145,6 +149,16 @@ class SoftmaxWithLossLayer(Layer):
     def forward(self, bottom, top):
         xp = self.xp
         prob = softmax(xp, bottom[0].data, self.axis, self.prob.data)
+        if self.cuda:
+            loss = xp.empty(self.outer * self.inner, dtype=xp.float32)
+            counts = xp.empty_like(loss)
+            kernels.softmax_loss.softmax_loss_forward(
+                prob.reshape(self.outer, -1, self.inner), bottom[1].data, self.has_ignore,
+                self.ignore_label, loss, counts)
+            self.norm = normalizer(xp, self.normalization, self.outer, self.inner,
+                                   counts if self.has_ignore else None)
+            top[0].data[...] = loss.sum() / self.norm
+            return
         labels, valid = read_labels(xp, bottom[1], self.has_ignore, self.ignore_label)
         self.positions = self.indexer.positions(labels)
         log_prob = xp.log(xp.maximum(prob.reshape(-1)[self.positions], FLT_MIN))
@@ -160,6 +174,13 @@ class SoftmaxWithLossLayer(Layer):
             raise LayerSetupError("SoftmaxWithLoss cannot backpropagate to its label input "
                                   "(bottom[1])")
         if not propagate_down[0]:
+            return
+        if self.cuda:
+            scale = (top[0].diff / self.norm).astype(self.xp.float32)
+            kernels.softmax_loss.softmax_loss_backward(
+                self.prob.data.reshape(self.outer, -1, self.inner), bottom[1].data,
+                self.has_ignore, self.ignore_label, scale.reshape(1),
+                bottom[0].diff.reshape(self.outer, -1, self.inner))
             return
         grad = self.prob.data.reshape(-1).copy()
         grad[self.positions] -= 1

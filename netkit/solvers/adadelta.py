@@ -11,6 +11,7 @@ Caffe keeps 2N history blobs: the N gradient averages, then the N update average
 """
 import numpy as np
 
+from .. import kernels
 from ..registry import solvers
 from .solver import Solver
 
@@ -35,6 +36,9 @@ class AdaDeltaSolver(Solver):
         n = len(self.net.learnable_params)
         grads, steps = self.history[i], self.history[n + i]
         update, temp, diff = self.update[i], self.temp[i], prm.blob.diff
+        if kernels.available(self.backend):
+            kernels.solvers.adadelta(diff, grads, steps, momentum, delta, local_rate)
+            return
         xp.multiply(diff, diff, out=update)
         update *= np.float32(1) - momentum
         grads *= momentum

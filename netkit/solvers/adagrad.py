@@ -7,6 +7,7 @@
 """
 import numpy as np
 
+from .. import kernels
 from ..errors import NetkitError
 from ..registry import solvers
 from .solver import Solver
@@ -31,6 +32,9 @@ class AdaGradSolver(Solver):
         xp = self.backend.xp
         local_rate = np.float32(rate * prm.lr_mult)
         history, update, diff = self.history[i], self.update[i], prm.blob.diff
+        if kernels.available(self.backend):
+            kernels.solvers.adagrad(diff, history, self.param.delta, local_rate)
+            return
         xp.multiply(diff, diff, out=update)
         history += update
         xp.sqrt(history, out=update)

@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from .. import kernels
 from ..registry import solvers
 from .solver import Solver
 
@@ -42,6 +43,10 @@ class AdamSolver(Solver):
         beta2 = np.float32(self.param.momentum2)
         n = len(self.net.learnable_params)
         m, v, temp, diff = self.history[i], self.history[n + i], self.temp[i], prm.blob.diff
+        if kernels.available(self.backend):
+            kernels.solvers.adam(diff, m, v, beta1, beta2, self.param.delta,
+                                 local_rate * self.correction())
+            return
         xp.multiply(diff, np.float32(1) - beta1, out=temp)
         m *= beta1
         m += temp

@@ -8,6 +8,7 @@ the same momentum buffer SGD keeps (lr folded in), so a .solverstate of either l
 """
 import numpy as np
 
+from .. import kernels
 from ..registry import solvers
 from .solver import Solver
 
@@ -25,6 +26,9 @@ class NesterovSolver(Solver):
         local_rate = np.float32(rate * prm.lr_mult)
         momentum = np.float32(self.param.momentum)
         history, previous, diff = self.history[i], self.update[i], prm.blob.diff
+        if kernels.available(self.backend):
+            kernels.solvers.nesterov(diff, history, momentum, local_rate)
+            return
         previous[...] = history
         history *= momentum
         diff *= local_rate

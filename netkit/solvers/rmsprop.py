@@ -8,6 +8,7 @@ outside [0, 1).
 """
 import numpy as np
 
+from .. import kernels
 from ..errors import NetkitError
 from ..registry import solvers
 from .solver import Solver
@@ -37,6 +38,9 @@ class RMSPropSolver(Solver):
         local_rate = np.float32(rate * prm.lr_mult)
         rms_decay = np.float32(self.param.rms_decay)
         history, update, diff = self.history[i], self.update[i], prm.blob.diff
+        if kernels.available(self.backend):
+            kernels.solvers.rmsprop(diff, history, rms_decay, self.param.delta, local_rate)
+            return
         xp.multiply(diff, diff, out=update)
         update *= np.float32(1) - rms_decay
         history *= rms_decay

@@ -2,6 +2,7 @@
 history = lr * lr_mult * diff + momentum * history;  diff = history."""
 import numpy as np
 
+from .. import kernels
 from ..registry import solvers
 from .solver import Solver
 
@@ -14,6 +15,9 @@ class SGDSolver(Solver):
         local_rate = np.float32(rate * prm.lr_mult)
         momentum = np.float32(self.param.momentum)
         history, diff = self.history[i], prm.blob.diff
+        if kernels.available(self.backend):
+            kernels.solvers.sgd(diff, history, momentum, local_rate)
+            return
         history *= momentum
         history += local_rate * diff
         diff[...] = history

@@ -538,8 +538,15 @@ class Solver(abc.ABC):
     def _replay_data(self, net, batches):
         """Advance the net's data layers past the batches the snapshotted run consumed, so
         a resumed run reads (and draws crops and mirrors) exactly as an uninterrupted one.
-        Caffe restarts its data at the first record instead; continuing is what users want."""
+        Caffe restarts its data at the first record instead; continuing is what users want.
+        A layer with `skip_batches` moves its stream without making the batches; others
+        run forward `batches` times."""
         for i, layer in enumerate(net.layers):
-            if layer.is_data:
+            if not layer.is_data:
+                continue
+            skip = getattr(layer, "skip_batches", None)
+            if skip is not None:
+                skip(batches)
+            else:
                 for _ in range(batches):
                     layer.forward(net.bottom_vecs[i], net.top_vecs[i])

@@ -128,8 +128,8 @@ def extract_features(pretrained, model, blob_names, db_names, num_mini_batches,
 
 def _commit(env, records, count, name):
     """Write one transaction of records and log the count so far, as Caffe does."""
-    from ..data.datum import _commit_growing
-    _commit_growing(env, [(key.encode("ascii"), value) for key, value in records])
+    from ..data.datum import commit_records
+    commit_records(env, [(key.encode("ascii"), value) for key, value in records])
     logger.info("Extracted features of %d query images for feature blob %s", count, name)
 
 
