@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from layertest import make_layer, tops
+from test_data_layers import write_mean
 from netkit.data import datum as datum_module
 from netkit.data.datum import DatumBatchReader, array_to_datum, write_lmdb
 from netkit.data.transformer import DataTransformer
@@ -43,15 +44,6 @@ def write_db(path, arrays, encoded=False):
         return d
     write_lmdb(str(path), (("%08d" % i, datum(i, a).SerializeToString())
                            for i, a in enumerate(arrays)))
-    return str(path)
-
-
-def write_mean(path, mean):
-    from netkit import netkit_pb2 as pb
-    proto = pb.BlobProto()
-    proto.shape.dim.extend((1,) + mean.shape)
-    proto.data.extend(mean.ravel().tolist())
-    path.write_bytes(proto.SerializeToString())
     return str(path)
 
 

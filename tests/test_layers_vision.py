@@ -70,10 +70,13 @@ CONV_CASES = {
                    dict(stride=2, groups=2), "cl"),
     "tiles_cf": ((2, 2, 9, 12), 4, "kernel_size: 3 stride: 3 group: 2", dict(stride=3, groups=2),
                  "cf"),
-    "one_by_one": ((2, 5, 4, 3), 6, "kernel_size: 1", {}, "cl/cf"),
+    "one_by_one": ((2, 5, 4, 3), 6, "kernel_size: 1", {}, "cf"),
     # weights outweigh the columns (few positions): channels-first, bias added, not folded
     "deep_small": ((2, 24, 3, 3), 16, "kernel_size: 3 pad: 1", dict(padding=1), "cf"),
     "deep_one": ((1, 24, 2, 2), 16, "kernel_size: 1", {}, "cf"),
+    # 1x1, stride 1, no pad: the image is its own columns (no gather, no scatter)
+    "pointwise": ((3, 8, 5, 6), 6, "kernel_size: 1", {}, "cf"),
+    "pointwise_groups": ((2, 8, 4, 4), 6, "kernel_size: 1 group: 2", dict(groups=2), "cf"),
 }
 
 

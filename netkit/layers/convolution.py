@@ -150,6 +150,10 @@ class ConvolutionLayer(Layer):
             self.ws.clear()
             self._fresh.clear()
             self.num, self.height, self.width, self.out_h, self.out_w = plan
+            # A 1x1 kernel at stride 1 without padding reads the image itself as its
+            # columns: no gather, no scatter, one product per image.
+            self.pointwise = self.geom.kernel == (1, 1) and self.geom.stride == (1, 1) \
+                and self.geom.pad == (0, 0)
             self.channels_last = self._prefer_channels_last()
             self.gradient_channels_last = self.channels_last and \
                 self.channels // self.group >= MIN_CHANNELS_LAST_GRADIENT
@@ -157,7 +161,7 @@ class ConvolutionLayer(Layer):
             self.chunk = max(1, min(num, COLUMN_BUDGET // per_image))
             # Channels-first: the bias rides in the product as a column of the weights
             # (copied per pass) when they are smaller than the top, else it is added.
-            self.fold_bias = self.column_rows() < num * out_h * out_w
+            self.fold_bias = self.column_rows() < num * out_h * out_w and not self.pointwise
 
     def output_channels_and_group(self, param, channels):
         """(num_output, group) for a bottom with `channels` channels; a hook for the
@@ -169,7 +173,7 @@ class ConvolutionLayer(Layer):
         unless the weights outweigh the columns: channels-last re-lays the weights out for
         every pass, which costs more than the products where there are few output
         positions per weight (deep layers, small batches)."""
-        if self.cuda:
+        if self.cuda or self.pointwise:
             return False  # the CUDA kernels write Caffe's channels-first columns
         if 2 * (self.num_output // self.group) >= self.num * self.out_h * self.out_w:
             return False
@@ -201,7 +205,7 @@ class ConvolutionLayer(Layer):
         for start in range(0, self.num, self.chunk):
             stop = min(start + self.chunk, self.num)
             col = self._gather(index, x[start:stop])
-            if self.chunk >= self.num:
+            if self.chunk >= self.num and not self.pointwise:
                 self._fresh.add(index)
             if self.channels_last:
                 # (G, n * OH * OW, K) . (G, K, O / G), then back to (n, O, OH * OW).
@@ -212,7 +216,7 @@ class ConvolutionLayer(Layer):
                 # (G, O / G, K) . (n, G, K, OH * OW), straight into the top.
                 xp.matmul(weights, col, out=y[start:stop])
             else:
-                xp.matmul(weights, col[:, :, :-1], out=y[start:stop])
+                xp.matmul(weights, col[:, :, :self.column_rows()], out=y[start:stop])
                 y[start:stop] += self.blobs[1].data.reshape(1, g, o // g, 1)
 
     def _weights_with_bias(self):
@@ -265,6 +269,8 @@ class ConvolutionLayer(Layer):
         column) of ones under the bias."""
         n = x.shape[0]
         k, g, geom = self.column_rows(), self.group, self.geom
+        if self.pointwise:
+            return x.reshape(n, g, k, self.out_h * self.out_w)  # no row of ones: see forward
         kh, kw = geom.kernel
         oh, ow = self.out_h, self.out_w
         pad_h, pad_w = geom.padded_shape(self.height, self.width)
@@ -321,9 +327,10 @@ class ConvolutionLayer(Layer):
                     else self._gather(index, x[start:stop])
             step(index, col, dy[start:stop], None if dx is None else dx[start:stop], prop)
 
-    def _accumulate(self, grad, prop):
+    def _accumulate(self, grad, prop, dy=None):
         """Add the GEMM's (G, K + bias, O / G) or (G, O / G, K + bias) weight gradient, bias
-        last along K, to the diffs."""
+        last along K, to the diffs; pointwise columns have no bias row: the bias gradient
+        is then dy (n, G, O / G, OH * OW) summed."""
         k, g = self.column_rows(), self.group
         if prop[0]:
             weight = self.blobs[0]
@@ -334,7 +341,10 @@ class ConvolutionLayer(Layer):
             else:
                 weight.diff += grad[..., :k].reshape(weight.shape)
         if self.bias_term and prop[1]:
-            bias = grad[:, k] if self.channels_last else grad[..., k]
+            if self.pointwise:
+                bias = dy.sum(axis=3).sum(axis=0)
+            else:
+                bias = grad[:, k] if self.channels_last else grad[..., k]
             self.blobs[1].diff += bias.reshape(self.num_output)
 
     def _backward_cf(self, index, col, dy, dx, prop):
@@ -343,7 +353,7 @@ class ConvolutionLayer(Layer):
         if col is not None:
             n, g = dy.shape[:2]
             if n == 1:
-                self._accumulate(self.xp.matmul(dy[0], col[0].transpose(0, 2, 1)), prop)
+                self._accumulate(self.xp.matmul(dy[0], col[0].transpose(0, 2, 1)), prop, dy)
             else:
                 rows = self._scratch("dy_by_group", (g, dy.shape[2], n, dy.shape[3]))
                 rows[...] = dy.transpose(1, 2, 0, 3)
@@ -351,7 +361,7 @@ class ConvolutionLayer(Layer):
                 cols[...] = col.transpose(1, 2, 0, 3)
                 self._accumulate(self.xp.matmul(rows.reshape(g, dy.shape[2], -1),
                                                 cols.reshape(g, col.shape[2], -1)
-                                                .transpose(0, 2, 1)), prop)
+                                                .transpose(0, 2, 1)), prop, dy)
         if dx is not None:
             self._bottom_gradient_cf(index, dy, dx)
 
@@ -375,6 +385,9 @@ class ConvolutionLayer(Layer):
         n = dy.shape[0]
         kh, kw = geom.kernel
         weight = self.blobs[0].data.reshape(g, -1, k)
+        if self.pointwise:  # the column gradient is the bottom gradient
+            xp.matmul(weight.transpose(0, 2, 1), dy, out=dx.reshape(n, g, k, -1))
+            return
         dcol = self._in_column_buffer(index, (n, g, k, self.out_h * self.out_w))
         self._fresh.discard(index)
         xp.matmul(weight.transpose(0, 2, 1), dy, out=dcol)
