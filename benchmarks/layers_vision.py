@@ -18,9 +18,10 @@ import subprocess
 import sys
 import time
 
+from blas_env import BLAS_VARS
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 LAYERS = [
     ("conv1", 'type: "Convolution" convolution_param { num_output: 20 kernel_size: 5 '

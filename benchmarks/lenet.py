@@ -12,13 +12,13 @@ which is which. Usage: python benchmarks/lenet.py [--iters 200]
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 
+from blas_env import run_as_given_and_unset
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 def lenet_solver_param(batch):
@@ -118,15 +118,8 @@ def main():
         return
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--iters", str(args.iters),
            "--batch", str(args.batch)]
-    given = ", ".join("%s=%s" % (v, os.environ[v]) for v in BLAS_VARS if v in os.environ)
     print("LeNet batch %d, median of %d steps, 2 threads" % (args.batch, args.iters))
-    print("environment as given (%s):" % (given or "no OpenBLAS overrides"), flush=True)
-    subprocess.run(cmd, check=True)
-    if given:
-        env = {k: v for k, v in os.environ.items() if k not in BLAS_VARS}
-        print("with %s unset (this benchmark's processes only):" % " and ".join(BLAS_VARS),
-              flush=True)
-        subprocess.run(cmd, check=True, env=env)
+    run_as_given_and_unset(cmd)
 
 
 if __name__ == "__main__":

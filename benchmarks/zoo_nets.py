@@ -16,13 +16,13 @@ Usage: python benchmarks/zoo_nets.py [--models caffenet,googlenet,resnet50] [--i
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 
+from blas_env import run_as_given_and_unset
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 MODELS = {"caffenet": "bvlc_reference_caffenet", "alexnet": "bvlc_alexnet",
           "googlenet": "bvlc_googlenet", "resnet50": "resnet50", "vgg16": "vgg16",
           "squeezenet": "squeezenet1_1", "mobilenet": "mobilenet_v1"}
@@ -154,8 +154,9 @@ def run(models, iters, batch):
         net = build_netkit(MODELS.get(key, key), batch)
         mirror = TorchMirror(net)
         outputs = mirror.forward()
+        net.forward_layers()
         for name, out in zip(net.outputs, outputs):
-            diff = np.abs(out.detach().numpy() - net.forward_layers() * 0 - net.blobs[name].data)
+            diff = np.abs(out.detach().numpy() - net.blobs[name].data)
             assert diff.max() <= 1e-3 * max(1.0, np.abs(net.blobs[name].data).max()), \
                 "%s: the PyTorch mirror disagrees with netkit on %s" % (key, name)
         seeds = [np.random.RandomState(1).standard_normal(net.blobs[n].shape).astype(np.float32)
@@ -193,15 +194,8 @@ def main():
         return
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--iters", str(args.iters),
            "--models", args.models, "--batch", str(args.batch)]
-    given = ", ".join("%s=%s" % (v, os.environ[v]) for v in BLAS_VARS if v in os.environ)
     print("forward+backward, median of %d steps, 2 threads" % args.iters)
-    print("environment as given (%s):" % (given or "no OpenBLAS overrides"), flush=True)
-    subprocess.run(cmd, check=True)
-    if given:
-        env = {k: v for k, v in os.environ.items() if k not in BLAS_VARS}
-        print("with %s unset (this benchmark's processes only):" % " and ".join(BLAS_VARS),
-              flush=True)
-        subprocess.run(cmd, check=True, env=env)
+    run_as_given_and_unset(cmd)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Reading and writing protobuf files: prototxt text, binary messages, atomically."""
+import contextlib
 import os
 import tempfile
 
@@ -60,22 +61,30 @@ def temporary_beside(path):
     return fd, tmp
 
 
-def write_atomic(path, data):
-    """Write bytes (or a list of buffers, one after another) to `path` through a temporary
-    file and rename, so a crash mid-write leaves any previous file under `path` intact and
-    never a truncated one."""
+@contextlib.contextmanager
+def replaced_atomically(path):
+    """Yield the name of a new temporary file beside `path` to write; when the block
+    succeeds the file is synced to disk and renamed over `path`, when it fails it is
+    removed. A crash mid-write leaves any previous `path` intact, never a truncated one."""
     fd, tmp = temporary_beside(path)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in ([data] if isinstance(data, (bytes, bytearray)) else data):
-                f.write(chunk)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_atomic(path, data):
+    """Write bytes (or a list of buffers, one after another) to `path` atomically."""
+    with replaced_atomically(path) as tmp:
+        with open(tmp, "wb") as f:
+            for chunk in ([data] if isinstance(data, (bytes, bytearray)) else data):
+                f.write(chunk)
 
 
 def write_binary(path, message):

@@ -10,7 +10,7 @@ from google.protobuf.message import DecodeError
 from . import netkit_pb2 as pb
 from . import wire
 from .errors import NetkitError
-from .protoio import read_binary, temporary_beside, write_atomic
+from .protoio import read_binary, replaced_atomically, write_atomic
 from .upgrade import upgrade_net
 
 
@@ -108,18 +108,9 @@ def write_hdf5_atomic(path, fill):
     """Create an HDF5 file by calling `fill(h5py.File)` on a temporary file in the same
     directory, then rename it over `path`: a crash mid-write leaves the old file intact."""
     import h5py
-    fd, tmp = temporary_beside(path)
-    os.close(fd)
-    try:
+    with replaced_atomically(path) as tmp:
         with h5py.File(tmp, "w") as f:
             fill(f)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_hdf5_string(group, name, text):

@@ -215,10 +215,11 @@ def commit_records(env, batch):
 
 
 @contextlib.contextmanager
-def staged_directory(path):
+def staged_directory(path, replace=False):
     """A fresh temporary directory beside `path`, renamed to `path` when the block succeeds
     and removed when it fails, so `path` never holds half a database. `path` must not exist
-    when the block ends (FileExistsError)."""
+    when the block ends (FileExistsError), unless `replace`: then the old one is removed
+    only once the new one is complete."""
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
     tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
@@ -227,7 +228,9 @@ def staged_directory(path):
         yield tmp
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the database is not
         if os.path.lexists(path):
-            raise FileExistsError("%s already exists" % path)
+            if not replace:
+                raise FileExistsError("%s already exists" % path)
+            shutil.rmtree(path)
         os.rename(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

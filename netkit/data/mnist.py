@@ -19,9 +19,7 @@ import http.client
 import importlib.util
 import os
 import pickle
-import shutil
 import sys
-import tempfile
 import urllib.request
 import zlib
 
@@ -30,7 +28,7 @@ import numpy as np
 from .. import netkit_pb2 as pb
 from ..errors import NetkitError
 from ..log import logger, setup_logging
-from .datum import lmdb_count, write_lmdb
+from .datum import lmdb_count, staged_directory, write_lmdb
 
 DEFAULT_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 URL_ENV = "NETKIT_MNIST_URL"
@@ -155,20 +153,9 @@ def _records(images, labels):
 
 def _write_db(path, images, labels):
     """Write one split into a temporary directory beside `path`, then rename it into place."""
-    parent = os.path.dirname(os.path.abspath(path))
-    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                           dir=parent)
-    try:
-        map_size = len(images) * (images[0].size + 64) * 2 + (16 << 20)
-        count = write_lmdb(tmp, _records(images, labels), map_size=map_size)
-        os.chmod(tmp, 0o755)  # mkdtemp made it private; the database is not
-        if os.path.exists(path):
-            shutil.rmtree(path)
-        os.rename(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return count
+    map_size = len(images) * (images[0].size + 64) * 2 + (16 << 20)
+    with staged_directory(path, replace=True) as tmp:
+        return write_lmdb(tmp, _records(images, labels), map_size=map_size)
 
 
 def write_mnist_lmdb(out_dir, source_url=None):
