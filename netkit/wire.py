@@ -8,6 +8,7 @@ bytes (no per-value work). Writing mirrors it: protobuf serializes the small fie
 blob values are appended as raw bytes, in the order protobuf itself would write them.
 """
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from . import netkit_pb2 as pb
 
@@ -199,7 +200,7 @@ def decode_net(buf):
 def decode_layer(buf, start, end, message, blobs_field):
     """A layer message parsed without its blobs' values, and those values (one dict per
     blob). A V1 layer wrapping a V0 one keeps the V0 blobs in the same way."""
-    rest = bytearray()
+    rest = []
     arrays = []
     protos = []
     view = memoryview(buf)
@@ -211,10 +212,23 @@ def decode_layer(buf, start, end, message, blobs_field):
         elif message is pb.V1LayerParameter and number == V0_WRAPPER_FIELD:
             inner, inner_arrays = decode_layer(buf, lo, hi, pb.V0LayerParameter, V0_BLOBS_FIELD)
             arrays.extend(inner_arrays)
-            rest += length_field(number, inner.SerializeToString())
+            rest.append(length_field(number, inner.SerializeToString()))
         else:
-            rest += view[field_start:hi]
+            rest.append(bytes(view[field_start:hi]))
     layer = message()
-    layer.ParseFromString(bytes(rest))
+    try:
+        layer.ParseFromString(b"".join(rest))
+    except DecodeError:
+        # A fork's field under a number netkit's schema gives another message: keep the
+        # fields that parse alone (the prototxt, not the weights file, configures layers).
+        layer.ParseFromString(b"".join(chunk for chunk in rest if _parses(message, chunk)))
     getattr(layer, layer.DESCRIPTOR.fields_by_number[blobs_field].name).extend(protos)
     return layer, arrays
+
+
+def _parses(message, chunk):
+    try:
+        message().ParseFromString(chunk)
+    except DecodeError:
+        return False
+    return True

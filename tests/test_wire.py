@@ -107,6 +107,27 @@ def test_double_unpacked_and_legacy_blobs_load(tmp_path):
     np.testing.assert_array_equal(net.params["conv"][1].data, b)
 
 
+def test_fork_field_of_another_type_is_dropped_not_fatal(tmp_path):
+    """A fork may store its own message under a number netkit's schema uses for another
+    (open_nsfw's weights carry field 10001): the layer's other fields and blobs still load."""
+    rs = np.random.RandomState(2)
+    w = rs.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b = rs.standard_normal(4).astype(np.float32)
+    lp = pb.LayerParameter(name="conv", type="Convolution")
+    blobs = [wire.Chunks([array_to_blob_proto(v).SerializeToString()]) for v in (w, b)]
+    upsample = pb.LayerParameter.DESCRIPTOR.fields_by_name["upsample_param"].number
+    fork = wire.length_field(upsample, b"\xff\xff")          # not an UpsampleParameter
+    body = wire.encode_layer(lp, blobs).tobytes() + fork
+    with pytest.raises(Exception):
+        pb.LayerParameter.FromString(body)
+    path = tmp_path / "fork.caffemodel"
+    path.write_bytes(pb.NetParameter(name="fork").SerializeToString() +
+                     wire.length_field(100, body))
+    net = Net(DEPLOY, weights=str(path), phase=pb.TEST)
+    np.testing.assert_array_equal(net.params["conv"][0].data, w)
+    np.testing.assert_array_equal(net.params["conv"][1].data, b)
+
+
 def test_loaded_layers_are_not_randomly_filled(tmp_path):
     """Their fillers draw nothing: the random stream is where it was (and no time is spent)."""
     net = Net(DEPLOY, phase=pb.TEST)

@@ -22,6 +22,22 @@ from ..registry import layers
 from .base_data import PrefetchingDataLayer
 
 
+def check_data_param(p):
+    """Refuse a data_param netkit cannot read: LevelDB, a missing source, no batch."""
+    if p.HasField("backend") and p.backend != pb.DataParameter.LMDB:
+        raise LayerSetupError("data_param.backend %s is not supported; convert the data "
+                              "to LMDB" % pb.DataParameter.DB.Name(p.backend))
+    if p.batch_size <= 0:
+        raise LayerSetupError("data_param.batch_size must be positive, got %d" % p.batch_size)
+    if p.prefetch < 1:
+        raise LayerSetupError("data_param.prefetch must be at least 1, got %d" % p.prefetch)
+    if not os.path.exists(p.source):
+        raise LayerSetupError("data_param.source %s does not exist" % (p.source or "''"))
+    if os.path.isdir(p.source) and not os.path.isfile(os.path.join(p.source, "data.mdb")):
+        # Caffe's default backend is LEVELDB; netkit reads LMDB whatever the default.
+        raise LayerSetupError("data_param.source %s is not an LMDB (LevelDB is not "
+                              "supported; convert the data to LMDB)" % p.source)
+
 
 @layers.register("Data")
 class DataLayer(PrefetchingDataLayer):
@@ -31,20 +47,7 @@ class DataLayer(PrefetchingDataLayer):
 
     def setup(self, bottom, top):
         p = self.layer_param.data_param
-        if p.HasField("backend") and p.backend != pb.DataParameter.LMDB:
-            raise LayerSetupError("data_param.backend %s is not supported; convert the data "
-                                  "to LMDB" % pb.DataParameter.DB.Name(p.backend))
-        if p.batch_size <= 0:
-            raise LayerSetupError("data_param.batch_size must be positive, got %d"
-                                  % p.batch_size)
-        if p.prefetch < 1:
-            raise LayerSetupError("data_param.prefetch must be at least 1, got %d" % p.prefetch)
-        if not os.path.exists(p.source):
-            raise LayerSetupError("data_param.source %s does not exist" % (p.source or "''"))
-        if os.path.isdir(p.source) and not os.path.isfile(os.path.join(p.source, "data.mdb")):
-            # Caffe's default backend is LEVELDB; netkit reads LMDB whatever the default.
-            raise LayerSetupError("data_param.source %s is not an LMDB (LevelDB is not "
-                                  "supported; convert the data to LMDB)" % p.source)
+        check_data_param(p)
         # A private random stream, seeded from netkit's: the prefetch thread draws crop
         # offsets and mirror coins from it alone, so a seed gives the same batches.
         rng = private_rng()

@@ -5,13 +5,9 @@ rows (M). Blobs: weight (num_output, K), or (K, num_output) with `transpose: tru
 bias_term a bias (num_output,).
 """
 from ..layer import Layer, LayerSetupError
+from ..ops.blas import add_product
 from ..ops.workspace import Workspace
 from ..registry import layers
-
-# Elements of the scratch product added into a weight diff at a time (4 MiB): accumulating
-# then reads and writes the diff once, instead of also writing and reading a product of
-# its full size.
-ACCUMULATE_BLOCK = 1 << 20
 
 
 @layers.register("InnerProduct")
@@ -74,22 +70,12 @@ class InnerProductLayer(Layer):
         dy = top[0].diff.reshape(self.rows, self.num_output)
         if self.param_propagate_down[0]:
             a, b = (x.T, dy) if self.transpose else (dy.T, x)
-            self._add_product(a, b, self.blobs[0].diff)
+            add_product(self.xp, a, b, self.blobs[0].diff,
+                        lambda shape: self.ws.get("product", shape))
         if self.bias_term and self.param_propagate_down[1]:
             self.blobs[1].diff += dy.sum(axis=0)
         if propagate_down[0]:
             xp.matmul(dy, self._weight_nk(), out=bottom[0].diff.reshape(self.rows, self.inputs))
-
-
-    def _add_product(self, a, b, out):
-        """out += a . b, a block of rows at a time through a small scratch product."""
-        rows = max(1, ACCUMULATE_BLOCK // b.shape[1])
-        scratch = self.ws.get("product", (min(rows, a.shape[0]), b.shape[1]))
-        for start in range(0, a.shape[0], rows):
-            stop = min(start + rows, a.shape[0])
-            block = scratch[:stop - start]
-            self.xp.matmul(a[start:stop], b, out=block)
-            out[start:stop] += block
 
 
 def _count(dims):

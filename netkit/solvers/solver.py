@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import netkit_pb2 as pb
 from ..backend import BackendError, get_backend
+from ..detection_map import mean_average_precision
 from ..errors import NetkitError
 from ..log import fmt, logger, loss_suffix
 from ..net import Net
@@ -316,6 +317,7 @@ class Solver(abc.ABC):
         net = self.test_nets[i]
         self.share_trained_layers(net)
         scores, loss = None, 0.0
+        detection = p.eval_type == "detection"
         for _ in range(p.test_iter[i]):
             request = self._requested_action()
             while request != NONE:
@@ -329,16 +331,34 @@ class Solver(abc.ABC):
             iter_loss = net.forward_layers()
             if p.test_compute_loss:
                 loss += iter_loss
-            batch = {n: self.backend.asnumpy(net.blobs[n].data).astype(np.float64).ravel()
-                     for n in net.outputs}
+            if detection:
+                batch = {n: [self.backend.asnumpy(net.blobs[n].data)] for n in net.outputs}
+            else:
+                batch = {n: self.backend.asnumpy(net.blobs[n].data).astype(np.float64).ravel()
+                         for n in net.outputs}
             scores = batch if scores is None else {n: scores[n] + batch[n] for n in scores}
         if self.requested_early_exit:
             logger.info("Test interrupted.")
             return
         if p.test_compute_loss:
             logger.info("Test loss: %s", fmt(loss / p.test_iter[i]))
-        means = {n: v / p.test_iter[i] for n, v in (scores or {}).items()}
+        if detection:
+            means = self._detection_scores(scores or {})
+        else:
+            means = {n: v / p.test_iter[i] for n, v in (scores or {}).items()}
         self._log_outputs(net, "Test", means)
+        return means
+
+    def _detection_scores(self, tops):
+        """SSD's eval_type "detection": each output's DetectionEvaluate rows, gathered over
+        the test iterations, become its mean average precision."""
+        p, means = self.param, {}
+        for name, batches in tops.items():
+            mean_ap, per_class = mean_average_precision(batches, p.ap_version)
+            if p.show_per_class_result:
+                for label, ap in sorted(per_class.items()):
+                    logger.info("class%d: %s", label, fmt(ap))
+            means[name] = np.array([mean_ap])
         return means
 
     def share_trained_layers(self, net):

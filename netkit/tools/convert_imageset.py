@@ -127,10 +127,6 @@ def convert_imageset(root_folder, listfile, db_name, gray=False, shuffle=False, 
     position. `shuffle` orders the list by a random.Random(seed) shuffle (Caffe's order is
     not reproducible). `map_size` is the starting LMDB map size; it doubles when full.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ..data.datum import staged_directory, write_lmdb
-
     if backend == "leveldb":
         raise NetkitError("--backend leveldb is not supported: netkit writes LMDB "
                           "(--backend lmdb), which Caffe reads as well")
@@ -193,20 +189,7 @@ def convert_imageset(root_folder, listfile, db_name, gray=False, shuffle=False, 
                             "x".join(map(str, first[1]))))
             yield "%08d_%s" % (line_id, path), value
 
-    level = cv2.utils.logging.getLogLevel()
-    # OpenCV's own warning for an unreadable file would duplicate netkit's error line.
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="convert_imageset")
-    try:
-        with staged_directory(db_name) as tmp:
-            count = write_lmdb(tmp, records(pool), map_size=map_size,
-                               on_commit=lambda n: logger.info("Processed %d files.", n))
-    except FileExistsError:
-        raise NetkitError("%s was created by someone else while converting; the converted "
-                          "database was discarded" % db_name) from None
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        cv2.utils.logging.setLogLevel(level)
+    count = write_image_db(db_name, records, threads, map_size, "convert_imageset")
     seconds = time.time() - start
     logger.info("Wrote %d records to %s in %.1f s (%.0f images/s); %d of %d images could "
                 "not be read.", count, db_name, seconds, count / max(seconds, 1e-9),
@@ -241,35 +224,73 @@ def _encodings(cv2, entries, listfile, encoded, encode_type, must_write):
     return encodings
 
 
+def write_image_db(db_name, records, threads, map_size, tool):
+    """Write the (key, value) pairs `records(pool)` yields (images decoded on a thread pool)
+    into a new LMDB `db_name`, staged so that a failure leaves nothing under that name;
+    return the number of records."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..data.datum import staged_directory, write_lmdb
+
+    cv2 = opencv()
+    level = cv2.utils.logging.getLogLevel()
+    # OpenCV's own warning for an unreadable file would duplicate netkit's error line.
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=tool)
+    try:
+        with staged_directory(db_name) as tmp:
+            return write_lmdb(tmp, records(pool), map_size=map_size,
+                              on_commit=lambda n: logger.info("Processed %d files.", n))
+    except FileExistsError:
+        raise NetkitError("%s was created by someone else while converting; the converted "
+                          "database was discarded" % db_name) from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        cv2.utils.logging.setLogLevel(level)
+
+
+# The image and database flags convert_imageset and convert_annoset share, in help order.
+DB_OPTIONS = [
+    click.option("--gray/--nogray", default=False,
+                 help="Treat images as grayscale ones (1 channel)."),
+    click.option("--shuffle/--noshuffle", default=False,
+                 help="Randomly shuffle the order of images and their labels. The order is a "
+                      "seeded shuffle (--seed): the same list gives the same order, unlike "
+                      "Caffe's, which changes from run to run."),
+    click.option("--seed", type=int, default=0, show_default=True,
+                 help="Seed of the --shuffle order."),
+    click.option("--backend", default="lmdb", show_default=True,
+                 help="The backend for storing the result: lmdb (leveldb is not supported)."),
+    click.option("--resize_width", type=int, default=0,
+                 help="Width images are resized to (with --resize_height; 0 keeps the size)."),
+    click.option("--resize_height", type=int, default=0,
+                 help="Height images are resized to (with --resize_width; 0 keeps the size)."),
+    click.option("--check_size/--nocheck_size", default=False,
+                 help="Check that all images have the same size (after any resize)."),
+    click.option("--encoded/--noencoded", default=False,
+                 help="Store the encoded image in the Datum: the file's own bytes unless it "
+                      "is resized or --encode_type differs from its extension."),
+    click.option("--encode_type", default="",
+                 help="What type to encode images as ('png', 'jpg', ...); implies --encoded."),
+    click.option("--threads", type=int, default=0,
+                 help="Image decoding threads (default: one per CPU core)."),
+    click.option("--map_size", type=int, default=None, hidden=True,
+                 help="Starting LMDB map size in bytes (it doubles when full)."),
+]
+
+
+def db_options(command):
+    """Apply DB_OPTIONS to a click command."""
+    for option in reversed(DB_OPTIONS):
+        command = option(command)
+    return command
+
+
 @click.command("convert_imageset", cls=GflagsCommand)
 @click.argument("root_folder", metavar="ROOTFOLDER/")
 @click.argument("listfile", metavar="LISTFILE")
 @click.argument("db_name", metavar="DB_NAME")
-@click.option("--gray/--nogray", default=False,
-              help="Treat images as grayscale ones (1 channel).")
-@click.option("--shuffle/--noshuffle", default=False,
-              help="Randomly shuffle the order of images and their labels. The order is a "
-                   "seeded shuffle (--seed): the same list gives the same order, unlike "
-                   "Caffe's, which changes from run to run.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the --shuffle order.")
-@click.option("--backend", default="lmdb", show_default=True,
-              help="The backend for storing the result: lmdb (leveldb is not supported).")
-@click.option("--resize_width", type=int, default=0,
-              help="Width images are resized to (with --resize_height; 0 keeps the size).")
-@click.option("--resize_height", type=int, default=0,
-              help="Height images are resized to (with --resize_width; 0 keeps the size).")
-@click.option("--check_size/--nocheck_size", default=False,
-              help="Check that all images have the same size (after any resize).")
-@click.option("--encoded/--noencoded", default=False,
-              help="Store the encoded image in the Datum: the file's own bytes unless it "
-                   "is resized or --encode_type differs from its extension.")
-@click.option("--encode_type", default="",
-              help="What type to encode images as ('png', 'jpg', ...); implies --encoded.")
-@click.option("--threads", type=int, default=0,
-              help="Image decoding threads (default: one per CPU core).")
-@click.option("--map_size", type=int, default=None, hidden=True,
-              help="Starting LMDB map size in bytes (it doubles when full).")
+@db_options
 def command(root_folder, listfile, db_name, gray, shuffle, seed, backend, resize_width,
             resize_height, check_size, encoded, encode_type, threads, map_size):
     """Convert a set of images to the LMDB format used as input for the Data layer.
