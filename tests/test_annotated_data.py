@@ -679,3 +679,80 @@ def test_bad_parameters_are_one_line_errors(voc, transform, samplers, batch, mes
 def test_missing_source_is_an_error(tmp_path):
     with pytest.raises(NetkitError, match="data_param.source .*nowhere does not exist"):
         Net(net_text(tmp_path / "nowhere", 1, ""), TRAIN)
+
+
+# -- SSD training from the command line ------------------------------------------------------
+SSD_BODY = """
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 8 kernel_size: 3 pad: 1 stride: 2
+                            weight_filler { type: "xavier" } } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
+        convolution_param { num_output: 8 kernel_size: 3 pad: 1 stride: 2
+                            weight_filler { type: "xavier" } } }
+layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }
+layer { name: "loc" type: "Convolution" bottom: "conv2" top: "loc_map"
+        convolution_param { num_output: 8 kernel_size: 3 pad: 1
+                            weight_filler { type: "gaussian" std: 0.01 } } }
+layer { name: "loc_perm" type: "Permute" bottom: "loc_map" top: "loc_perm"
+        permute_param { order: 0 order: 2 order: 3 order: 1 } }
+layer { name: "loc_flat" type: "Flatten" bottom: "loc_perm" top: "loc" }
+layer { name: "conf" type: "Convolution" bottom: "conv2" top: "conf_map"
+        convolution_param { num_output: 8 kernel_size: 3 pad: 1
+                            weight_filler { type: "gaussian" std: 0.01 } } }
+layer { name: "conf_perm" type: "Permute" bottom: "conf_map" top: "conf_perm"
+        permute_param { order: 0 order: 2 order: 3 order: 1 } }
+layer { name: "conf_flat" type: "Flatten" bottom: "conf_perm" top: "conf" }
+layer { name: "priors" type: "PriorBox" bottom: "conv2" bottom: "data" top: "priors"
+        prior_box_param { min_size: 24 aspect_ratio: 2 flip: false clip: false
+                          variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2 } }
+layer { name: "mbox_loss" type: "MultiBoxLoss" bottom: "loc" bottom: "conf"
+        bottom: "priors" bottom: "label" top: "mbox_loss" include { phase: TRAIN }
+        propagate_down: true propagate_down: true propagate_down: false propagate_down: false
+        loss_param { normalization: VALID }
+        multibox_loss_param { loc_loss_type: SMOOTH_L1 conf_loss_type: SOFTMAX loc_weight: 1
+                              num_classes: 4 share_location: true match_type: PER_PREDICTION
+                              overlap_threshold: 0.5 use_prior_for_matching: true
+                              background_label_id: 0 neg_pos_ratio: 3 neg_overlap: 0.5
+                              code_type: CENTER_SIZE mining_type: MAX_NEGATIVE } }
+layer { name: "conf_reshape" type: "Reshape" bottom: "conf" top: "conf_reshape"
+        include { phase: TEST } reshape_param { shape { dim: 0 dim: -1 dim: 4 } } }
+layer { name: "conf_softmax" type: "Softmax" bottom: "conf_reshape" top: "conf_softmax"
+        include { phase: TEST } softmax_param { axis: 2 } }
+layer { name: "conf_prob" type: "Flatten" bottom: "conf_softmax" top: "conf_prob"
+        include { phase: TEST } }
+layer { name: "detection_out" type: "DetectionOutput" bottom: "loc" bottom: "conf_prob"
+        bottom: "priors" top: "detection_out" include { phase: TEST }
+        detection_output_param { num_classes: 4 background_label_id: 0
+                                 nms_param { nms_threshold: 0.45 top_k: 50 } keep_top_k: 20
+                                 code_type: CENTER_SIZE confidence_threshold: 0.01 } }
+layer { name: "detection_eval" type: "DetectionEvaluate" bottom: "detection_out"
+        bottom: "label" top: "detection_eval" include { phase: TEST }
+        detection_evaluate_param { num_classes: 4 background_label_id: 0
+                                   overlap_threshold: 0.5 } }
+"""
+
+
+def test_ssd_trains_from_the_command_line(voc, tmp_path, monkeypatch, capfd):
+    """convert_annoset's LMDB -> AnnotatedData with SSD's augmentation -> MultiBoxLoss,
+    tested by DetectionEvaluate with eval_type "detection": `netkit train` runs it all,
+    logs SSD's mAP line and snapshots weights that load back into the test net."""
+    monkeypatch.chdir(voc["root"])
+    train = net_text(voc["db"], 2, TRAIN_TRANSFORM % DISTORT, SAMPLERS,
+                     "include { phase: TRAIN }")
+    test = net_text(voc["db"], 1, TEST_TRANSFORM, "", "include { phase: TEST }")
+    (tmp_path / "net.prototxt").write_text('name: "ssd"' + train + test + SSD_BODY)
+    (tmp_path / "solver.prototxt").write_text(
+        'net: "%s" base_lr: 0.01 lr_policy: "fixed" momentum: 0.9 max_iter: 12 '
+        'test_iter: 3 test_interval: 6 test_initialization: false display: 6 '
+        'eval_type: "detection" ap_version: "11point" random_seed: 3 '
+        'snapshot_prefix: "%s"' % (tmp_path / "net.prototxt", tmp_path / "ssd"))
+    assert cli("train", "--solver", tmp_path / "solver.prototxt") == 0
+    log = capfd.readouterr().err
+    values = [float(line.rsplit("=", 1)[1]) for line in log.splitlines()
+              if "Test net output #0: detection_eval = " in line]
+    assert len(values) == 2 and all(0 <= v <= 1 for v in values), log[-2000:]
+    assert "Iteration 12, loss = " in log
+    net = Net(str(tmp_path / "net.prototxt"), pb.TEST,
+              weights=str(tmp_path / "ssd_iter_12.caffemodel"))
+    net.close()
