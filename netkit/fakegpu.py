@@ -28,6 +28,9 @@ bincount searchsorted result_type can_cast
 random lib asnumpy
 """.split())
 
+# The ufuncs whose unbuffered in-place `.at` CuPy implements.
+UFUNC_AT = {"add", "subtract", "maximum", "minimum"}
+
 _HOST_OK = (int, float, bool, complex, np.generic, type(None), str, slice, type(Ellipsis))
 
 
@@ -146,6 +149,11 @@ def _wrap_function(fn):
         return _device(fn(*_unwrap(args), **_unwrap(kwargs)))
     call.__name__ = fn.__name__
     call.__doc__ = fn.__doc__
+    if fn.__name__ in UFUNC_AT:
+        def at(a, indices, b=None):
+            _refuse_host(fn.__name__ + ".at", _flatten((a, indices, b)))
+            fn.at(_host_view(a), _unwrap(indices), _unwrap(b))
+        call.at = at
     return call
 
 

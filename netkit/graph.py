@@ -53,17 +53,18 @@ def split_blob_name(layer_name, blob_name, top_index, split_index):
     return "%s_%s_%d_split_%d" % (blob_name, layer_name, top_index, split_index)
 
 
-def insert_splits(param):
+def insert_splits(param, where=lambda layer: "layer '%s'" % layer.name):
     """Caffe's InsertSplits: a top read by several bottoms (a loss top counting as one more
-    reader) gets a Split layer whose tops feed each reader, named as Caffe names them."""
+    reader) gets a Split layer whose tops feed each reader, named as Caffe names them.
+    A bottom nothing produces is an error, located by `where(layer)`."""
     producer = {}  # blob name -> (layer index, top index) of its latest producer
     readers = defaultdict(int)  # (layer index, top index) -> number of bottoms reading it
     loss_weight = {}
     for i, layer in enumerate(param.layer):
         for name in layer.bottom:
             if name not in producer:
-                raise NetkitError("layer '%s': unknown bottom blob '%s' (no layer before it "
-                                  "produces it)" % (layer.name, name))
+                raise NetkitError("%s: unknown bottom blob '%s'; no layer before it produces "
+                                  "it" % (where(layer), name))
             readers[producer[name]] += 1
         for j, name in enumerate(layer.top):
             producer[name] = (i, j)

@@ -84,7 +84,7 @@ class Net(NetConveniences):
         from .upgrade import upgrade_net
         param = upgrade_net(param, self.source)
         param = graph.filter_net(param, state)
-        param = graph.insert_splits(param)
+        param = graph.insert_splits(param, self._where)
         self.param = param
         self.force_backward = param.force_backward
         self.layers = []
@@ -115,10 +115,7 @@ class Net(NetConveniences):
             except LayerSetupError as e:
                 raise NetkitError("%s: %s" % (where, e)) from None
             bottom, need = [], []
-            for k, name in enumerate(lp.bottom):
-                if name not in self.blobs:
-                    raise NetkitError("%s: unknown bottom blob '%s' (bottom %d); no layer "
-                                      "before it produces it" % (where, name, k))
+            for k, name in enumerate(lp.bottom):  # graph.insert_splits checked each exists
                 available.pop(name, None)
                 bottom.append(self.blobs[name])
                 need.append(bool(lp.propagate_down[k]) if lp.propagate_down
@@ -135,6 +132,13 @@ class Net(NetConveniences):
                     self.blobs[name] = blob
                 top.append(blob)
                 available[name] = True
+            top_names = list(lp.top)
+            if layer.is_loss:
+                # Caffe's AutoTopBlobs: a loss layer written without a top gets an anonymous
+                # one; it counts in the loss but is no net output.
+                while len(top) < max(layer.min_top or 0, layer.exact_num_top or 0):
+                    top.append(Blob((), self.backend))
+                    top_names.append("(automatic)")
             logger.info("Creating Layer %s", lp.name)
             for name in lp.bottom:
                 logger.info("%s <- %s", lp.name, name)
@@ -155,9 +159,9 @@ class Net(NetConveniences):
             self.bottom_vecs.append(bottom)
             self.top_vecs.append(top)
             self.bottom_names.append(list(lp.bottom))
-            self.top_names.append(list(lp.top))
+            self.top_names.append(top_names)
             self.bottom_need_backward.append(need)
-            self.loss_weights.append(self._loss_weights(layer, lp, where))
+            self.loss_weights.append(self._loss_weights(layer, lp, len(top), where))
 
             layer_need = any(need[k] for k in range(len(bottom)))
             if not layer.param_propagate_down:
@@ -185,13 +189,13 @@ class Net(NetConveniences):
         self.inputs = [name for i, layer in enumerate(self.layers) if layer.type == "Input"
                        for name in self.top_names[i]]
 
-    def _loss_weights(self, layer, lp, where):
+    def _loss_weights(self, layer, lp, num_top, where):
         weights = list(lp.loss_weight)
         if not weights and layer.is_loss:
             weights = [1.0]
-        if len(weights) > len(lp.top):
+        if len(weights) > num_top:
             raise NetkitError("%s: %d loss_weight values for %d top(s)"
-                              % (where, len(weights), len(lp.top)))
+                              % (where, len(weights), num_top))
         return [(j, w) for j, w in enumerate(weights) if w]
 
     def _append_param(self, layer, lp, i, spec, where):

@@ -28,10 +28,16 @@ def parse_text(text, message, source="<string>"):
 def read_text(path, message):
     """Parse the prototxt file at `path` into `message`."""
     try:
-        with open(path, "r", encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as e:
         raise NetkitError("%s: cannot read: %s" % (path, e.strerror or e)) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        # Caffe reads bytes: comments in other encodings (GBK, Latin-1) are common in
+        # published files. Undecodable bytes become U+FFFD, harmless outside strings.
+        text = data.decode("utf-8", errors="replace")
     return parse_text(text, message, path)
 
 

@@ -330,6 +330,24 @@ def test_pooling_matches_caffe_loops(backend, method, shape, kernel, pad, stride
                    max_checks=40, setup=False)
 
 
+@pytest.mark.parametrize("shape,kernel,pad,stride", [
+    ((2, 3, 11, 11), 3, 0, 2), ((2, 3, 8, 9), 3, 1, 1), ((1, 2, 9, 7), 4, 1, 2)])
+def test_max_pooling_backward_adds_in_caffes_order(backend, shape, kernel, pad, stride):
+    """Where windows overlap, a cell's diffs are float32 sums in top order, as Caffe's
+    Backward_cpu adds them (bottom_diff[mask] += top_diff for each top index): same bits."""
+    x = distinct(*shape)
+    layer = make_layer(pool_text("MAX", "kernel_size: %d pad: %d stride: %d"
+                                 % (kernel, pad, stride)), backend)
+    _, mask = caffe_pool(x, "MAX", (kernel,) * 2, (pad,) * 2, (stride,) * 2)
+    dy = (rand(*mask.shape) * 1000).astype(np.float32)
+    expect = np.zeros(shape, np.float32)
+    flat = expect.reshape(shape[0], shape[1], -1)
+    for n, c, i, j in np.ndindex(*mask.shape):
+        flat[n, c, int(mask[n, c, i, j])] += dy[n, c, i, j]
+    (_,), (dx,), _ = forward_backward(layer, backend, [x], [dy])
+    np.testing.assert_array_equal(dx, expect)
+
+
 def test_pooling_caffe_shapes(backend):
     for shape, params, expected in [
             ((2, 3, 6, 5), "kernel_size: 3 stride: 2", (3, 2)),           # TestSetup

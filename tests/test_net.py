@@ -146,6 +146,15 @@ def test_malformed_prototxt_names_file_and_line(tmp_path):
     assert "typo_field" in str(e.value)
 
 
+def test_comments_in_other_encodings_parse(tmp_path):
+    """Published prototxts carry GBK or Latin-1 comments; Caffe parses bytes, so must we."""
+    path = tmp_path / "gbk.prototxt"
+    path.write_bytes('# 输入层\nname: "gbk"\nlayer { name: "in" type: "Input" top: "x" '
+                     'input_param { shape { dim: 1 dim: 2 } } }  # 形状\n'.encode("gbk"))
+    net = Net(str(path), TEST)
+    assert net.name == "gbk" and net.blobs["x"].shape == (1, 2)
+
+
 def test_save_and_copy_from_by_layer_name(tmp_path, backend):
     net = mlp(backend)
     path = str(tmp_path / "w.caffemodel")
@@ -170,3 +179,33 @@ def test_legacy_input_fields_become_an_input_layer():
               'layer { name: "r" type: "ReLU" bottom: "data" top: "r" }', TEST)
     assert net.blobs["data"].shape == (2, 3, 4, 5)
     assert net.layers[0].type == "Input"
+
+
+@pytest.mark.parametrize("text", [
+    """layer { name: "in" type: "Input" top: "x" top: "label"
+               input_param { shape { dim: 2 dim: 3 } shape { dim: 2 } } }
+       layer { name: "ip" type: "InnerProduct" bottom: "x" top: "ip"
+               inner_product_param { num_output: 4 weight_filler { type: "xavier" } } }
+       layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" }""",
+    # V1, as BVLC's early train nets were written
+    """input: "x" input_dim: 2 input_dim: 3 input_dim: 1 input_dim: 1
+       input: "label" input_dim: 2 input_dim: 1 input_dim: 1 input_dim: 1
+       layers { name: "ip" type: INNER_PRODUCT bottom: "x" top: "ip"
+                inner_product_param { num_output: 4 weight_filler { type: "xavier" } } }
+       layers { name: "loss" type: SOFTMAX_LOSS bottom: "ip" bottom: "label" }"""])
+def test_loss_layer_without_top_gets_an_anonymous_one(backend, text):
+    """Caffe's AutoTopBlobs: the loss still counts (and trains), but is no net output."""
+    net = Net(text, TRAIN, backend=backend)
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    net.blobs["x"].data[...] = backend.asarray(x.reshape(net.blobs["x"].shape))
+    net.blobs["label"].data[...] = backend.asarray(np.float32([1, 3]).reshape(
+        net.blobs["label"].shape))
+    loss = net.forward_layers()
+    w = backend.asnumpy(net.params["ip"][0].data)
+    logits = x @ w.T
+    logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    assert loss == pytest.approx(-(logp[0, 1] + logp[1, 3]) / 2, rel=1e-5)
+    assert net.outputs == []
+    net.clear_param_diffs()
+    net.backward_layers()
+    assert np.abs(backend.asnumpy(net.params["ip"][0].diff)).sum() > 0

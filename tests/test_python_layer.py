@@ -1,6 +1,7 @@
 """Python layers: the class named by python_param, found next to the prototxt or in the
 current directory, driven by the Net like any layer (param_str, phase, learnable blobs with
 lr_mult), pycaffe's spelling, on every backend; one-line errors for a wrong module/class."""
+import importlib.util
 import os
 import sys
 import textwrap
@@ -15,6 +16,7 @@ from layertest import blobs, check_gradient, make_layer, run_forward, tops
 from netkit import netkit_pb2 as pb
 from netkit.errors import NetkitError
 from netkit.layer import TEST, TRAIN, LayerSetupError
+from netkit.layers.python_layer import PYCAFFE_ALIASES
 from netkit.net import Net
 from netkit.solvers import SGDSolver
 
@@ -202,9 +204,62 @@ def test_python_layer_errors(tmp_path, monkeypatch, modules):
     assert "python_param.layer 'Nope' not found in module '%s'" % module in message
     message = build(tmp_path, 'module: "%s" layer: "NOT_A_LAYER"' % module)
     assert "'%s.NOT_A_LAYER' is not a netkit.Layer subclass" % module in message
-    pycaffe = modules(tmp_path, "import caffe\n\nclass L(caffe.Layer):\n    pass\n")
-    message = build(tmp_path, 'module: "%s" layer: "L"' % pycaffe)
-    assert "No module named 'caffe'" in message and "import netkit as caffe" in message
+
+
+PYCAFFE_LOSS = '''
+import caffe
+import numpy as np
+from caffe.proto import caffe_pb2
+
+
+class HalfSquaredLoss(caffe.Layer):
+    """As pycaffe layers are written: numpy on .data/.diff, num, count, reshape(1)."""
+
+    def setup(self, bottom, top):
+        assert self.phase == caffe.TRAIN and caffe_pb2.TRAIN == caffe.TRAIN
+
+    def reshape(self, bottom, top):
+        assert bottom[0].count == bottom[1].count
+        top[0].reshape(1)
+
+    def forward(self, bottom, top):
+        self.diff = bottom[0].data - bottom[1].data
+        top[0].data[...] = np.sum(self.diff ** 2) / bottom[0].num / 2.0
+
+    def backward(self, top, propagate_down, bottom):
+        for i, sign in enumerate((1, -1)):
+            if propagate_down[i]:
+                bottom[i].diff[...] = sign * self.diff / bottom[i].num
+'''
+
+
+def test_unmodified_pycaffe_module_imports_caffe(tmp_path, monkeypatch, modules):
+    """A layer module written for pycaffe (`import caffe`, `from caffe.proto import
+    caffe_pb2`) runs as it is where no real pycaffe is installed."""
+    for name in PYCAFFE_ALIASES:  # left by earlier tests' Python layers
+        if sys.modules.get(name) in (netkit, netkit.io, netkit.netkit_pb2):
+            del sys.modules[name]
+    sys.modules.pop("caffe.proto", None)
+    if importlib.util.find_spec("caffe") is not None:
+        pytest.skip("a real pycaffe is installed: `import caffe` is that one")
+    monkeypatch.chdir(tmp_path)
+    module = modules(tmp_path, PYCAFFE_LOSS)
+    net_text = ('force_backward: true '
+                'layer { name: "in" type: "Input" top: "a" top: "b" input_param { '
+                'shape { dim: 3 dim: 2 } shape { dim: 3 dim: 2 } } }\n'
+                'layer { name: "loss" type: "Python" bottom: "a" bottom: "b" top: "loss" '
+                'loss_weight: 1 python_param { module: "%s" layer: "HalfSquaredLoss" } }'
+                % module)
+    try:
+        net = Net(net_text, TRAIN, backend="cpu")
+        a, b = np.arange(6, dtype=np.float32).reshape(3, 2), np.ones((3, 2), np.float32)
+        net.blobs["a"].data[...], net.blobs["b"].data[...] = a, b
+        assert net.forward()["loss"] == pytest.approx(((a - b) ** 2).sum() / 6)
+        net.backward()
+        np.testing.assert_allclose(net.blobs["a"].diff, (a - b) / 3)
+    finally:
+        for name in PYCAFFE_ALIASES:
+            sys.modules.pop(name, None)
 
 
 def test_python_layer_refuses_netkits_own_entry(tmp_path, monkeypatch, modules):

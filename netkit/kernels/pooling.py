@@ -8,7 +8,8 @@ of the maximum inside its (unclipped) window, as int32. Offsets are visited in r
 order and a value must be greater to win, so ties go to the first maximum; a NaN wins and
 sticks, as with numpy's maximum in the twin (Caffe's kernel would skip it). Backward runs
 one thread per bottom pixel and gathers the top diffs whose argmax points at it (Caffe's
-formulation, no atomics), adding them in the twin's order, so both give the same bits.
+formulation, no atomics), adding them in top order as the twin and Caffe do, so all give
+the same bits.
 """
 import numpy as np
 
@@ -70,9 +71,9 @@ extern "C" __global__ void nk_max_pool_backward(
     const long long pw_last = nk_min(x / stride_w, pooled_w - 1);
     const long long base = plane * pooled_h * pooled_w;
     float sum = 0.0f;
-    // Descending ph and pw visit this pixel's window offsets in ascending order.
-    for (long long ph = ph_last; ph >= ph_first; --ph) {
-      for (long long pw = pw_last; pw >= pw_first; --pw) {
+    // Windows in top order, the order Caffe's MaxPoolBackward adds them in.
+    for (long long ph = ph_first; ph <= ph_last; ++ph) {
+      for (long long pw = pw_first; pw <= pw_last; ++pw) {
         const long long offset = (y - ph * stride_h) * kernel_w + (x - pw * stride_w);
         const long long at = base + ph * pooled_w + pw;
         if (argmax[at] == offset) sum += top_diff[at];

@@ -19,7 +19,7 @@ from ..layer import TRAIN, Layer, LayerSetupError
 from ..ops import stochastic_pooling
 from ..ops.im2col import ConvGeometry
 from ..ops.pooling import (ave_pool, ave_pool_backward, index_dtype, max_pool,
-                           max_pool_backward, pooled_size, window_pool_size)
+                           max_pool_backward, max_pool_routes, pooled_size, window_pool_size)
 from ..ops.workspace import Workspace
 from ..registry import layers
 
@@ -86,7 +86,13 @@ class PoolingLayer(Layer):
         if self.kernel and (self.pad[0] >= self.kernel[0] or self.pad[1] >= self.kernel[1]):
             raise LayerSetupError("pooling_param pad %s must be smaller than the kernel %s"
                                   % (self.pad, self.kernel))
-        self.ceil_mode = p.round_mode == pb.PoolingParameter.CEIL
+        # ceil_mode is round_mode's older spelling (OpenCV's, DenseNet ports'); false = FLOOR.
+        ceil = p.round_mode == pb.PoolingParameter.CEIL
+        if p.HasField("ceil_mode") and p.HasField("round_mode") and p.ceil_mode != ceil:
+            raise LayerSetupError("pooling_param ceil_mode %s contradicts round_mode %s"
+                                  % (str(p.ceil_mode).lower(),
+                                     pb.PoolingParameter.RoundMode.Name(p.round_mode)))
+        self.ceil_mode = ceil and p.ceil_mode
         self.ws = Workspace(self.xp)
         # On a real GPU, windowed MAX pooling is a CUDA kernel (netkit.kernels.pooling).
         self.cuda = kernels.available(self.backend) and self.method == MAX
@@ -121,6 +127,7 @@ class PoolingLayer(Layer):
         num, channels, height, width = shape
         xp, be = self.xp, self.backend
         self.shape = shape
+        self._routes = None  # max_pool_routes for these shapes, made by the first backward
         if self.method == STOCHASTIC:
             self.whole = False
             self.cells = be.asarray(stochastic_pooling.window_cells(
@@ -232,7 +239,9 @@ class PoolingLayer(Layer):
         if self.buffered:
             target = self.ws.get("padded_diff", (num, channels) + tuple(self.span))
         if self.method == MAX:
-            max_pool_backward(xp, dy, self.argmax, target, self.geom, self.ws)
+            if self._routes is None:
+                self._routes = max_pool_routes(xp, dy.shape, target.shape, self.geom)
+            max_pool_backward(xp, dy, self.argmax, target, self.geom, self.ws, self._routes)
         else:
             ave_pool_backward(xp, dy, target, self.geom, self.pool_size, self.ws)
         if self.buffered:

@@ -12,15 +12,19 @@ with PYTHONPATH); `layer` names a subclass of `netkit.Layer` in it. The user's c
 an ordinary netkit layer: it sees `self.param_str`, `self.phase`, `self.layer_param`,
 computes through `self.xp` (so it runs on cpu and gpu alike), and its `self.blobs`
 (appended in setup, set as a list, or made with pycaffe's `self.blobs.add_blob(*shape)`)
-are learned like any layer's parameters. A pycaffe layer runs once its module says
-`import netkit as caffe`. `python_param.share_in_parallel` is accepted and has no effect.
+are learned like any layer's parameters. A pycaffe layer module runs unchanged: its
+`import caffe` gets netkit where no real pycaffe is installed (or write `import netkit as
+caffe`). `python_param.share_in_parallel` is accepted and has no effect.
 """
 import importlib
+import importlib.util
 import os
 import sys
+import types
 
 from ..blob import Blob
 from ..layer import TRAIN, Layer, LayerSetupError
+from ..log import logger
 from ..registry import layers
 
 
@@ -57,6 +61,22 @@ def _put_on_path(dirs):
             sys.path.insert(0, d)
 
 
+PYCAFFE_ALIASES = ("caffe", "caffe.io", "caffe.proto", "caffe.proto.caffe_pb2")
+
+
+def _alias_pycaffe():
+    """Let unmodified pycaffe layer modules `import caffe`: where no real pycaffe is
+    installed, `caffe` (and caffe.io, caffe.proto.caffe_pb2) name netkit's mirror of it."""
+    if "caffe" in sys.modules or importlib.util.find_spec("caffe") is not None:
+        return
+    import netkit
+    from .. import io, netkit_pb2
+    proto = types.ModuleType("caffe.proto", "netkit's schema under pycaffe's name")
+    proto.caffe_pb2 = netkit_pb2
+    sys.modules.update(zip(PYCAFFE_ALIASES, (netkit, io, proto, netkit_pb2)))
+    logger.info("Python layers: `import caffe` refers to netkit (no pycaffe is installed)")
+
+
 def load_layer_class(python_param):
     """The class named by python_param.module and python_param.layer."""
     module_name, class_name = python_param.module, python_param.layer
@@ -68,6 +88,7 @@ def load_layer_class(python_param):
                               % module_name)
     _put_on_path(search_dirs())
     importlib.invalidate_caches()
+    _alias_pycaffe()
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
@@ -75,9 +96,8 @@ def load_layer_class(python_param):
             path = os.pathsep.join(os.path.abspath(p or os.curdir) for p in sys.path)
             raise LayerSetupError("python_param.module '%s' not found on the Python path "
                                   "(%s)" % (module_name, path)) from None
-        hint = " (pycaffe layers: write `import netkit as caffe`)" if e.name == "caffe" else ""
-        raise LayerSetupError("python_param.module '%s' cannot be imported: %s%s"
-                              % (module_name, e, hint)) from None
+        raise LayerSetupError("python_param.module '%s' cannot be imported: %s"
+                              % (module_name, e)) from None
     cls = getattr(module, class_name, None)
     if cls is None:
         raise LayerSetupError("python_param.layer '%s' not found in module '%s' (%s)"

@@ -49,18 +49,38 @@ def max_pool(xp, src, top, argmax, geom, ws):
         top[...] = best
 
 
-def max_pool_backward(xp, top_diff, argmax, dsrc, geom, ws):
-    """dsrc (assigned) = top_diff routed to each window's argmax."""
-    hit = ws.get("max_pool.hit", argmax.shape, "bool")
+def max_pool_backward(xp, top_diff, argmax, dsrc, geom, ws, routes):
+    """dsrc (assigned, contiguous) = top_diff routed to each window's argmax. Where windows
+    overlap, the diffs meeting in one cell are added in top order, as Caffe's CPU
+    MaxPoolBackward adds them; `routes` is max_pool_routes(...) for these shapes."""
     overlap = _prepare(dsrc, top_diff.shape, geom)
-    routed = ws.get("max_pool.routed", top_diff.shape, top_diff.dtype) if overlap else None
+    if overlap:
+        window_start, offset_cell = routes
+        cell = ws.get("max_pool.cell", argmax.shape, window_start.dtype)
+        xp.take(offset_cell, argmax, out=cell)
+        cell += window_start
+        xp.add.at(dsrc.reshape(-1), cell.reshape(-1), top_diff.reshape(-1))
+        return
+    hit = ws.get("max_pool.hit", argmax.shape, "bool")
     for offset, (_, _, rows, cols) in enumerate(geom.offset_slices(*top_diff.shape[2:])):
         xp.equal(argmax, argmax.dtype.type(offset), out=hit)
-        if overlap:
-            xp.multiply(hit, top_diff, out=routed)
-            dsrc[:, :, rows, cols] += routed
-        else:
-            xp.multiply(hit, top_diff, out=dsrc[:, :, rows, cols])
+        xp.multiply(hit, top_diff, out=dsrc[:, :, rows, cols])
+
+
+def max_pool_routes(xp, top_shape, src_shape, geom):
+    """(flat index into src of each window's first cell, shaped like the top; flat offset
+    of each kernel offset i * kw + j within a window): where max_pool_backward sends a
+    window's diff. Indices are int32 when src is small enough."""
+    num, channels, height, width = src_shape
+    (kh, kw), (sh, sw) = geom.kernel, geom.stride
+    dtype = "int32" if num * channels * height * width < 2 ** 31 else "int64"
+    plane = xp.arange(num * channels, dtype=dtype).reshape(num, channels, 1, 1)
+    rows = xp.arange(top_shape[2], dtype=dtype).reshape(1, 1, -1, 1)
+    cols = xp.arange(top_shape[3], dtype=dtype).reshape(1, 1, 1, -1)
+    window_start = plane * (height * width) + rows * (sh * width) + cols * sw
+    i, j = xp.arange(kh, dtype=dtype), xp.arange(kw, dtype=dtype)
+    offset_cell = (i.reshape(-1, 1) * width + j.reshape(1, -1)).reshape(-1)
+    return window_start, offset_cell
 
 
 def ave_pool(xp, src, top, geom, pool_size):
