@@ -290,8 +290,15 @@ class Net(NetConveniences):
         loss = None
         for i in range(start, end + 1):
             layer, bottom, top = self.layers[i], self.bottom_vecs[i], self.top_vecs[i]
-            layer.reshape(bottom, top)
-            layer.forward(bottom, top)
+            try:
+                layer.reshape(bottom, top)
+                layer.forward(bottom, top)
+            except LayerSetupError as e:  # a shape that changed: say where
+                raise NetkitError("%s: %s" % (self._where(self.param.layer[i]), e)) from None
+            except NetkitError as e:  # data met in forward, a label out of range: say where
+                if "layer '%s'" % self.layer_names[i] not in str(e):
+                    e.args = ("%s: %s" % (self._where(self.param.layer[i]), e),) + e.args[1:]
+                raise
             for j, w in self.loss_weights[i]:
                 # The loss weight rides in the top's diff, as in Caffe: backward reads it.
                 top[j].diff[...] = w

@@ -267,3 +267,21 @@ def test_python_layer_refuses_netkits_own_entry(tmp_path, monkeypatch, modules):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(LayerSetupError, match="must be the user's layer class"):
         make_layer(python_layer_text(module, "PythonLayer"), "cpu")
+
+
+def test_errors_raised_in_forward_name_the_file_and_layer(tmp_path, monkeypatch, modules):
+    """A NetkitError from a layer's forward (data it cannot take) says where it happened."""
+    monkeypatch.chdir(tmp_path)
+    module = modules(tmp_path, "import netkit\n\nclass Picky(netkit.Layer):\n"
+                               "    def setup(self, bottom, top): pass\n"
+                               "    def reshape(self, bottom, top): top[0].reshape(1)\n"
+                               "    def forward(self, bottom, top):\n"
+                               "        raise netkit.NetkitError('label 7 is out of range')\n")
+    path = tmp_path / "net.prototxt"
+    path.write_text('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 } } }\n'
+                    'layer { name: "py" type: "Python" bottom: "x" top: "z" '
+                    'python_param { module: "%s" layer: "Picky" } }\n' % module)
+    net = Net(str(path), TEST)
+    with pytest.raises(NetkitError) as info:
+        net.forward()
+    assert str(info.value) == ("%s: layer 'py' (type Python): label 7 is out of range" % path)
