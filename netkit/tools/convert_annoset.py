@@ -22,7 +22,8 @@ import click
 from ..data.image import opencv
 from ..errors import NetkitError
 from ..log import logger
-from .convert_imageset import GflagsCommand, db_options, write_image_db
+from .convert_imageset import (GflagsCommand, db_options, encoded_bytes, file_extension,
+                               write_image_db)
 
 
 def read_label_map(path, check_label=False):
@@ -258,10 +259,6 @@ def read_image(cv2, filename, height, width, min_dim, max_dim, is_color):
     return image, size
 
 
-def _extension(path):
-    return os.path.splitext(os.path.basename(path))[1][1:].lower()
-
-
 def make_record(cv2, entry, root, options):
     """One list entry -> (serialized AnnotatedDatum, (C, H, W), annotation file missing,
     boxes outside their image), or None when OpenCV cannot read the image."""
@@ -281,22 +278,13 @@ def make_record(cv2, entry, root, options):
     chw = image[np.newaxis] if image.ndim == 2 else image.transpose(2, 0, 1)
     detection = options["anno_type"] == "detection"
     label = -1 if detection else second
-    encoding = options["encode_type"] or (_extension(path) if options["encoded"] else "")
+    encoding = options["encode_type"] or (file_extension(path) if options["encoded"] else "")
     anno_datum = pb.AnnotatedDatum()
     if not encoding:
         anno_datum.datum.CopyFrom(array_to_datum(chw, label))
         anno_datum.datum.encoded = False
     else:
-        ext = _extension(filename)
-        if not any(resize) and (ext == encoding or (encoding == "jpg" and ext == "jpeg")):
-            with open(filename, "rb") as f:
-                data = f.read()
-        else:
-            ok, buf = cv2.imencode("." + encoding, image)
-            if not ok:
-                raise NetkitError("%s: OpenCV could not encode the image as %s"
-                                  % (filename, encoding))
-            data = buf.tobytes()
+        data = encoded_bytes(cv2, filename, image, encoding, resized=any(resize))
         anno_datum.datum.CopyFrom(pb.Datum(channels=chw.shape[0], height=chw.shape[1],
                                            width=chw.shape[2], data=data, label=label,
                                            encoded=True))
@@ -362,7 +350,7 @@ def convert_annoset(root_folder, listfile, db_name, anno_type="classification",
     entries = read_list(listfile, detection)
     if encoded and not encode_type:
         for number, path, _ in entries:
-            if not cv2.haveImageWriter("." + _extension(path)):
+            if not cv2.haveImageWriter("." + file_extension(path)):
                 raise NetkitError("%s:%d: cannot store '%s' encoded by its extension; give "
                                   "--encode_type" % (listfile, number, path))
     if shuffle:

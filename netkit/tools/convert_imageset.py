@@ -50,15 +50,27 @@ class GflagsCommand(click.Command):
         return super().parse_args(ctx, out)
 
 
-def _extension(path):
+def file_extension(path):
     """The lower-case file extension of the last path component, '' if it has none."""
     return os.path.splitext(os.path.basename(path))[1][1:].lower()
 
 
 def _matches_extension(filename, encoding):
     """Caffe's matchExt: does the file already have the wanted encoding (jpeg counts as jpg)?"""
-    ext = _extension(filename)
+    ext = file_extension(filename)
     return ext == encoding or (encoding == "jpg" and ext == "jpeg")
+
+
+def encoded_bytes(cv2, filename, image, encoding, resized):
+    """The image as `encoding` bytes: the file's own when it is unchanged and already in
+    that encoding (as Caffe keeps it), else OpenCV's encoding of the decoded pixels."""
+    if not resized and _matches_extension(filename, encoding):
+        with open(filename, "rb") as f:
+            return f.read()
+    ok, buf = cv2.imencode("." + encoding, image)
+    if not ok:
+        raise NetkitError("%s: OpenCV could not encode the image as %s" % (filename, encoding))
+    return buf.tobytes()
 
 
 def read_image_to_datum(cv2, filename, label, height, width, is_color, encoding):
@@ -84,15 +96,7 @@ def read_image_to_datum(cv2, filename, label, height, width, is_color, encoding)
         datum = array_to_datum(chw, label)
         datum.encoded = False  # Caffe sets it explicitly, so its records carry the field
     else:
-        if not height and not width and _matches_extension(filename, encoding):
-            with open(filename, "rb") as f:
-                data = f.read()
-        else:
-            ok, buf = cv2.imencode("." + encoding, image)
-            if not ok:
-                raise NetkitError("%s: OpenCV could not encode the image as %s"
-                                  % (filename, encoding))
-            data = buf.tobytes()
+        data = encoded_bytes(cv2, filename, image, encoding, resized=bool(height or width))
         datum = pb.Datum(data=data, label=label, encoded=True)
     return datum.SerializeToString(), chw.shape
 
@@ -211,7 +215,7 @@ def _encodings(cv2, entries, listfile, encoded, encode_type, must_write):
         return [""] * len(entries)
     encodings = []
     for number, path, _ in entries:
-        ext = _extension(path)
+        ext = file_extension(path)
         if path and not ext:
             raise NetkitError("%s:%d: cannot guess the image format of '%s' for --encoded "
                               "(it has no file extension); give --encode_type"
