@@ -14,3 +14,8 @@ def private_rng():
     the same seed give the same batches however the prefetch thread is scheduled.
     """
     return np.random.RandomState(int(host_rng().randint(0, 2 ** 31 - 1)))
+
+
+def shape_text(shape):
+    """A shape as messages write it: (3, 224, 224) -> '3x224x224'."""
+    return "x".join(str(d) for d in shape)

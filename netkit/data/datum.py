@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import netkit_pb2 as pb
 from ..log import logger
+from . import shape_text
 
 
 def _cv2():
@@ -67,7 +68,7 @@ def datum_to_array(datum, color=None):
         pixels = np.array(datum.float_data, dtype=np.float32)
     if pixels.size != shape[0] * shape[1] * shape[2]:
         raise ValueError("Datum holds %d values but declares shape %s"
-                         % (pixels.size, "x".join(map(str, shape))))
+                         % (pixels.size, shape_text(shape)))
     return pixels.reshape(shape)
 
 
@@ -303,32 +304,47 @@ class LMDBCursor:
             release_reader(self.path)
 
 
-class DatumBatchReader:
-    """Reads batches of Datum records from an LMDB: images (N, C, H, W) and labels (N,).
+class RecordReader:
+    """An LMDB's (key, value) records from `skip` on, every `stride`-th (a data-parallel
+    rank's share), wrapping at the end. The LMDB is opened on the first read, in the
+    reading thread."""
 
-    Raw byte Datums of one shape become one uint8 array through a single np.frombuffer;
-    float_data and encoded Datums are converted one record at a time. The LMDB is opened
-    on the first read, in the reading thread, after skipping `skip` records. With
-    `stride` N, every N-th record is read (a data-parallel rank's share).
-    """
-
-    def __init__(self, path, batch_size, color=None, skip=0, stride=1):
+    def __init__(self, path, skip=0, stride=1):
         self.path = path
-        self.batch_size = batch_size
-        self.color = color
         self.skip = skip
         self.stride = stride
         self._cursor = None
 
-    def _open(self):
+    def cursor(self):
         """The cursor, opened (and moved past `skip` records) on first use."""
         if self._cursor is None:
             self._cursor = LMDBCursor(self.path)
             self._cursor.skip(self.skip)
         return self._cursor
 
+    def take(self, n):
+        return self.cursor().take(n, self.stride)
+
+    def close(self):
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None
+
+
+class DatumBatchReader(RecordReader):
+    """Reads batches of Datum records from an LMDB: images (N, C, H, W) and labels (N,).
+
+    Raw byte Datums of one shape become one uint8 array through a single np.frombuffer;
+    float_data and encoded Datums are converted one record at a time.
+    """
+
+    def __init__(self, path, batch_size, color=None, skip=0, stride=1):
+        super().__init__(path, skip, stride)
+        self.batch_size = batch_size
+        self.color = color
+
     def read(self):
-        records = self._open().take(self.batch_size, self.stride)
+        records = self.take(self.batch_size)
         datums = [pb.Datum.FromString(value) for _, value in records]
         labels = np.array([d.label for d in datums], dtype=np.float32)
         kinds = {(d.encoded, d.channels, d.height, d.width) for d in datums}
@@ -358,7 +374,7 @@ class DatumBatchReader:
         first record (a batch has one shape, `read` enforces it): a raw Datum's declared
         shape, an encoded Datum's decoded image. Runs in the reading thread, as `read` does.
         """
-        cursor = self._open()
+        cursor = self.cursor()
         span = self.batch_size * self.stride
         if not shapes:
             cursor.skip(n * span)
@@ -370,8 +386,3 @@ class DatumBatchReader:
                        else datum_shape(datum))
             cursor.skip(span)
         return out
-
-    def close(self):
-        if self._cursor is not None:
-            self._cursor.close()
-            self._cursor = None

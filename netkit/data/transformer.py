@@ -16,6 +16,7 @@ import copy
 import numpy as np
 
 from ..log import logger
+from . import shape_text
 from .datum import load_mean_file
 
 
@@ -73,7 +74,7 @@ class DataTransformer:
         if self.mean is not None and self.mean.shape != (c, h, w):
             raise TransformError("transform_param.mean_file %s has shape %s but the input "
                                  "images are %s" % (self.param.mean_file,
-                                                    _dims(self.mean.shape), _dims(chw)))
+                                                    shape_text(self.mean.shape), shape_text(chw)))
         if len(self.mean_values) not in (0, 1, c):
             raise TransformError("transform_param.mean_value: give 1 value or one per "
                                  "channel (%d), not %d" % (c, len(self.mean_values)))
@@ -142,7 +143,3 @@ def _crop(batch, h_off, w_off, oh, ow):
         return batch[:, :, h_off[0]:h_off[0] + oh, w_off[0]:w_off[0] + ow]
     windows = np.lib.stride_tricks.sliding_window_view(batch, (oh, ow), axis=(2, 3))
     return windows[np.arange(n), :, h_off, w_off]
-
-
-def _dims(shape):
-    return "x".join(str(d) for d in shape)

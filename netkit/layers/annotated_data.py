@@ -34,8 +34,8 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from .. import netkit_pb2 as pb
-from ..data import private_rng
-from ..data.datum import LMDBCursor, datum_to_array, first_record, load_mean_file
+from ..data import private_rng, shape_text
+from ..data.datum import RecordReader, datum_to_array, first_record, load_mean_file
 from ..data.image import opencv
 from ..errors import NetkitError
 from ..layer import TRAIN, LayerSetupError
@@ -44,7 +44,7 @@ from ..parallel import solver_count, solver_rank
 from ..registry import layers
 from .base_data import PrefetchingDataLayer
 from .data import check_data_param
-from .bbox_util import box_size, jaccard_overlap
+from .bbox_util import box_size, intersection_sides, jaccard_overlap
 
 RESIZE = pb.ResizeParameter
 _INTERPOLATION = {RESIZE.LINEAR: "INTER_LINEAR", RESIZE.AREA: "INTER_AREA",
@@ -73,9 +73,7 @@ def _box(xmin, ymin, xmax, ymax):
 def coverage(a, b):
     """SSD's BBoxCoverage of each box of `a` by each of `b`: the share of a's area that lies
     inside b, (len(a), len(b)); 0 where they do not overlap with some area."""
-    a2, b2 = a[:, None, :], b[None, :, :]
-    iwidth = np.minimum(a2[..., 2], b2[..., 2]) - np.maximum(a2[..., 0], b2[..., 0])
-    iheight = np.minimum(a2[..., 3], b2[..., 3]) - np.maximum(a2[..., 1], b2[..., 1])
+    iwidth, iheight = intersection_sides(a, b)
     inter = np.where((iwidth > 0) & (iheight > 0), iwidth * iheight, np.float32(0))
     area = np.broadcast_to(box_size(a)[:, None], inter.shape)
     return np.divide(inter, area, out=np.zeros_like(inter), where=inter > 0)
@@ -465,8 +463,8 @@ class AnnotatedTransformer:
         if self.mean is not None:
             if self.mean.shape != image.shape:
                 raise ValueError("transform_param.mean_file %s is %s but the image is %s"
-                                 % (self.param.mean_file, _dims(self.mean.shape),
-                                    _dims(image.shape)))
+                                 % (self.param.mean_file, shape_text(self.mean.shape),
+                                    shape_text(image.shape)))
             x = x - self.mean[h_off:h_off + out_h, w_off:w_off + out_w]
         elif len(self.mean_values):
             x = x - self.mean_values
@@ -504,36 +502,12 @@ class AnnotatedTransformer:
         return table
 
 
-def _dims(shape):
-    return "x".join(str(d) for d in shape)
-
-
 def record_image(anno_datum, color):
     """The HWC uint8 BGR image of an AnnotatedDatum (encoded or raw bytes)."""
     datum = anno_datum.datum
     if not datum.encoded and not datum.data and len(datum.float_data):
         raise ValueError("the record holds float_data; AnnotatedData reads 8-bit images")
     return np.ascontiguousarray(datum_to_array(datum, color).transpose(1, 2, 0))
-
-
-class _Records:
-    """The LMDB's records from `skip` on, every `stride`-th, wrapping at the end; the cursor
-    opens on the first read, in the prefetch thread that reads."""
-
-    def __init__(self, path, skip, stride):
-        self.path, self.skip, self.stride = path, skip, stride
-        self._cursor = None
-
-    def take(self, n):
-        if self._cursor is None:
-            self._cursor = LMDBCursor(self.path)
-            self._cursor.skip(self.skip)
-        return self._cursor.take(n, self.stride)
-
-    def close(self):
-        if self._cursor is not None:
-            self._cursor.close()
-            self._cursor = None
 
 
 @layers.register("AnnotatedData")
@@ -580,7 +554,7 @@ class AnnotatedDataLayer(PrefetchingDataLayer):
         # Data-parallel ranks share the TRAIN records as the Data layer's do.
         rank, count = (solver_rank(), solver_count()) if self.phase == TRAIN else (0, 1)
         self._transformer = transformer
-        reader = _Records(p.source, skip + rank, count)
+        reader = RecordReader(p.source, skip + rank, count)
         self.start_prefetch(lambda: self._load(reader), p.prefetch, p.source,
                             close=reader.close)
 
@@ -600,7 +574,7 @@ class AnnotatedDataLayer(PrefetchingDataLayer):
                 if x.shape != shape and not self._fit_small:
                     raise ValueError("it transforms to %s but the batch's images are %s; "
                                      "transform_param.resize_param makes them one size"
-                                     % (_dims(x.shape), _dims(shape)))
+                                     % (shape_text(x.shape), shape_text(shape)))
             except (ValueError, DecodeError, self._transformer.cv2.error) as e:
                 raise ValueError("record %s: %s" % (key.decode("utf-8", "replace"), e)) from e
             images.append(x)
@@ -612,5 +586,3 @@ class AnnotatedDataLayer(PrefetchingDataLayer):
                 for i, t in enumerate(tables) if len(t)]
         label = (np.concatenate(rows) if rows else np.full((1, 8), -1, np.float32))
         return np.stack(images), label.reshape(1, 1, -1, 8)
-
-

@@ -46,15 +46,22 @@ def box_size(boxes):
     return np.where((width < 0) | (height < 0), np.float32(0), width * height)
 
 
+def intersection_sides(a, b):
+    """Width and height of the intersection of each box in `a` (n, 4) with each in `b`
+    (m, 4), each (n, m); negative where the boxes do not meet along that axis."""
+    a, b = a[:, None, :], b[None, :, :]
+    iwidth = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0])
+    iheight = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
+    return iwidth, iheight
+
+
 def jaccard_overlap(a, b):
     """float32 intersection over union of each box in `a` with each in `b` (host arrays),
     shape (len(a), len(b)), with SSD's rules: boxes that do not meet, or meet only in a line
     or a point, overlap 0; an invalid box has area 0."""
-    a, b = a[:, None, :], b[None, :, :]
-    iwidth = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0])
-    iheight = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
+    iwidth, iheight = intersection_sides(a, b)
     inter = iwidth * iheight
-    union = box_size(a) + box_size(b) - inter
+    union = box_size(a)[:, None] + box_size(b)[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=(iwidth > 0) & (iheight > 0))
 
 

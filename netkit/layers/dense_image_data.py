@@ -24,7 +24,7 @@ The two forks differ in how the pair is resized, cropped, mirrored and labelled:
 import numpy as np
 
 from .. import netkit_pb2 as pb
-from ..data import private_rng
+from ..data import private_rng, shape_text
 from ..data.image import opencv
 from ..data.transformer import DataTransformer, TransformError
 from ..errors import NetkitError
@@ -163,8 +163,8 @@ class _PairData(PrefetchingDataLayer):
                 raise ValueError("%s:%d: image %s gives %s but the batch's first image %s "
                                  "gives %s; resize or crop them to one size"
                                  % (p.source, number, p.root_folder + image_path,
-                                    _dims(image.shape), p.root_folder + first[1],
-                                    _dims(first[2])))
+                                    shape_text(image.shape), p.root_folder + first[1],
+                                    shape_text(first[2])))
             images.append(image)
             labels.append(label)
             self.line += 1
@@ -278,7 +278,3 @@ class ImageLabelmapDataLayer(_PairData):
         if mirror:
             data, edges = data[:, :, ::-1], edges[:, :, ::-1]
         return np.ascontiguousarray(data), np.ascontiguousarray(edges)
-
-
-def _dims(chw):
-    return "x".join(str(d) for d in chw)

@@ -7,6 +7,7 @@ from .. import netkit_pb2 as pb
 from ..errors import NetkitError
 from ..layer import Layer, LayerSetupError
 from ..registry import layers
+from .bbox_util import intersection_sides
 
 RESIZE = pb.ResizeParameter
 
@@ -231,12 +232,10 @@ def jaccard(a, a_sizes, b, b_sizes, pixels):
     """SSD's JaccardOverlap (a, b) -> (len(a), len(b)) float32, with the sizes the boxes
     carry. Pixel boxes add a pixel to the intersection's sides, so boxes that do not meet
     still share the empty box's one pixel, as in SSD."""
-    a, b = a[:, None, :], b[None, :, :]
-    apart = ((b[..., 0] > a[..., 2]) | (b[..., 2] < a[..., 0])
-             | (b[..., 1] > a[..., 3]) | (b[..., 3] < a[..., 1]))
+    apart = ((b[None, :, 0] > a[:, None, 2]) | (b[None, :, 2] < a[:, None, 0])
+             | (b[None, :, 1] > a[:, None, 3]) | (b[None, :, 3] < a[:, None, 1]))
     zero = np.float32(0)
-    iwidth = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0])
-    iheight = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
+    iwidth, iheight = intersection_sides(a, b)
     iwidth, iheight = np.where(apart, zero, iwidth), np.where(apart, zero, iheight)
     if pixels:
         iwidth, iheight = iwidth + 1, iheight + 1

@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from ..data import private_rng
+from ..data import private_rng, shape_text
 from ..data.image import opencv, read_image
 from ..data.transformer import DataTransformer, TransformError
 from ..errors import NetkitError
@@ -29,7 +29,6 @@ from ..layer import LayerSetupError
 from ..log import logger
 from ..registry import layers
 from .base_data import PrefetchingDataLayer
-
 
 
 @layers.register("ImageData")
@@ -94,7 +93,6 @@ class ImageDataLayer(PrefetchingDataLayer):
             return images.load()
 
         return load, None
-
 
 
 class _ImageList:
@@ -202,9 +200,5 @@ class _ImageList:
                          "image_data_param.new_height and new_width, or "
                          "transform_param.crop_size" % (
                              p.source, entries[i][0], p.root_folder + entries[i][1],
-                             _dims(images[i].shape), p.root_folder + entries[0][1],
-                             _dims(images[0].shape)))
-
-
-def _dims(chw):
-    return "x".join(str(d) for d in chw)
+                             shape_text(images[i].shape), p.root_folder + entries[0][1],
+                             shape_text(images[0].shape)))

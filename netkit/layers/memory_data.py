@@ -15,7 +15,7 @@ shapes them.
 """
 import numpy as np
 
-from ..data import private_rng
+from ..data import private_rng, shape_text
 from ..data.transformer import DataTransformer, TransformError
 from ..errors import NetkitError
 from ..layer import Layer, LayerSetupError
@@ -77,8 +77,8 @@ class MemoryDataLayer(Layer):
         if shape != self.chw:
             raise NetkitError("MemoryData layer '%s': images of shape %s transform to %s, "
                               "but memory_data_param says %s" % (
-                                  self.name, _dims(images.shape[1:]), _dims(shape),
-                                  _dims(self.chw)))
+                                  self.name, shape_text(images.shape[1:]), shape_text(shape),
+                                  shape_text(self.chw)))
         data, labels = self._check(self._transformer(images), labels, None, name="images")
         self._data, self._labels = data, labels
         self._n, self._pos = len(data), 0
@@ -131,7 +131,3 @@ def set_input_arrays(net, data, labels):
                           % (net.name, "; its first layer is '%s' (%s)" % (
                               net.layer_names[0], layer.type) if layer else ""))
     layer.reset(data, labels)
-
-
-def _dims(shape):
-    return "x".join(str(d) for d in shape)

@@ -155,10 +155,12 @@ class MultiBoxLossLayer(Layer):
                                offsets[i] if offsets is not None else None, param,
                                self.num_loc_classes) if i in gts else {}
                    for i in range(num)]
+        positives = self._positives(matches, gts, priors, variances, offsets)
         negatives = [np.zeros(0, np.int64)] * num
         if self.mining:
-            negatives = self._mine(bottom, matches, gts, priors, variances, offsets)
-        positives = self._positives(matches, gts, priors, variances, offsets)
+            negatives = self._mine(bottom, matches, positives, priors, variances, offsets)
+            if param.mining_type == MBL.HARD_EXAMPLE:  # mining unmatched some priors
+                positives = self._positives(matches, gts, priors, variances, offsets)
         num_matches = len(positives.image)
         self.normalizer = np.float32(max(1, {
             LOSS.FULL: num * num_priors, LOSS.VALID: num_matches,
@@ -299,24 +301,27 @@ class MultiBoxLossLayer(Layer):
                 scores[self.conf_rows], be.asarray(np.concatenate(labels).astype(np.int64)))
             return loss.sum()
         self.conf_rows = slice(None)
-        labels = np.full(num * self.num_priors, param.background_label_id, np.int64)
-        labels[flat] = positives.label
-        loss, self.conf_grad = self._conf_terms(scores, be.asarray(labels),
+        loss, self.conf_grad = self._conf_terms(scores, self._prior_labels(num, positives),
                                                 (flat, positives.label))
         return loss.sum()
 
-    def _mine(self, bottom, matches, gts, priors, variances, offsets):
+    def _prior_labels(self, num, positives):
+        """Every prior's class on the device: its match's label, else the background."""
+        labels = np.full(num * self.num_priors,
+                         self.layer_param.multibox_loss_param.background_label_id, np.int64)
+        labels[positives.image * self.num_priors + positives.prior] = positives.label
+        return self.backend.asarray(labels)
+
+    def _mine(self, bottom, matches, positives, priors, variances, offsets):
         """Negatives per image (and, for HARD_EXAMPLE, fewer matches), from each prior's
-        confidence loss (plus localisation loss for HARD_EXAMPLE), copied to the host."""
+        confidence loss (plus localisation loss for HARD_EXAMPLE), copied to the host;
+        `positives` are the matches before mining."""
         param = self.layer_param.multibox_loss_param
         be = self.backend
         num, num_priors = bottom[0].shape[0], self.num_priors
-        positives = self._positives(matches, gts, priors, variances, offsets)
         flat = positives.image * num_priors + positives.prior
-        labels = np.full(num * num_priors, param.background_label_id, np.int64)
-        labels[flat] = positives.label
         scores = bottom[1].data.reshape(num * num_priors, self.num_classes)
-        conf_loss, _ = self._conf_terms(scores, be.asarray(labels))
+        conf_loss, _ = self._conf_terms(scores, self._prior_labels(num, positives))
         loss = be.asnumpy(conf_loss).astype(np.float32)
         if param.mining_type == MBL.HARD_EXAMPLE and len(flat):
             _, residual = self._residual(bottom[0], positives)

@@ -19,11 +19,12 @@ import xml.etree.ElementTree as ElementTree
 
 import click
 
+from ..data import shape_text
 from ..data.image import opencv
 from ..errors import NetkitError
 from ..log import logger
-from .convert_imageset import (GflagsCommand, db_options, encoded_bytes, file_extension,
-                               write_image_db)
+from .convert_imageset import (GflagsCommand, db_options, decoding_threads, encoded_bytes,
+                               file_extension, in_order, write_image_db)
 
 
 def read_label_map(path, check_label=False):
@@ -300,17 +301,6 @@ def make_record(cv2, entry, root, options):
     return anno_datum.SerializeToString(), chw.shape, missing, outside
 
 
-def _in_order(pool, fn, jobs, ahead):
-    """fn(job) for every job, run on `pool` up to `ahead` jobs early, yielded in order."""
-    pending = collections.deque()
-    for job in jobs:
-        pending.append(pool.submit(fn, job))
-        if len(pending) > ahead:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
-
-
 def convert_annoset(root_folder, listfile, db_name, anno_type="classification",
                     label_type="xml", label_map_file="", check_label=False, gray=False,
                     shuffle=False, seed=0, backend="lmdb", resize_width=0, resize_height=0,
@@ -366,14 +356,14 @@ def convert_annoset(root_folder, listfile, db_name, anno_type="classification",
                    resize_height=max(0, resize_height), resize_width=max(0, resize_width),
                    min_dim=max(0, min_dim), max_dim=max(0, max_dim), encoded=encoded,
                    encode_type=encode_type)
-    threads = threads if threads and threads > 0 else (os.cpu_count() or 1)
+    threads = decoding_threads(threads)
     stats = collections.Counter()
     missing_files = []
 
     def records(pool):
         first = None
-        made = _in_order(pool, lambda entry: make_record(cv2, entry, root, options),
-                         entries, ahead=4 * threads + 8)
+        made = in_order(pool, lambda entry: make_record(cv2, entry, root, options),
+                        entries, ahead=4 * threads + 8)
         for line_id, (entry, result) in enumerate(zip(entries, made)):
             number, path, second = entry
             if result is None:
@@ -389,8 +379,8 @@ def convert_annoset(root_folder, listfile, db_name, anno_type="classification",
                     first = (path, shape)
                 elif shape != first[1]:
                     raise NetkitError("%s is %s but %s is %s (--check_size)"
-                                      % (root + path, "x".join(map(str, shape)),
-                                         root + first[0], "x".join(map(str, first[1]))))
+                                      % (root + path, shape_text(shape),
+                                         root + first[0], shape_text(first[1])))
             yield "%08d_%s" % (line_id, path), value
 
     count = write_image_db(db_name, records, threads, map_size, "convert_annoset")

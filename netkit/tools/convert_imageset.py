@@ -12,6 +12,7 @@ import time
 
 import click
 
+from ..data import shape_text
 from ..data.image import opencv, read_list
 from ..errors import NetkitError
 from ..log import logger
@@ -19,7 +20,6 @@ from ..log import logger
 # gflags' spellings of a boolean value.
 _TRUE = ("true", "t", "yes", "y", "1")
 _FALSE = ("false", "f", "no", "n", "0")
-
 
 
 class GflagsCommand(click.Command):
@@ -101,18 +101,21 @@ def read_image_to_datum(cv2, filename, label, height, width, is_color, encoding)
     return datum.SerializeToString(), chw.shape
 
 
-def _in_order(pool, fn, jobs, ahead):
-    """fn(*job) for every job, run on `pool` up to `ahead` jobs early, yielded in job order."""
+def in_order(pool, fn, jobs, ahead):
+    """fn(job) for every job, run on `pool` up to `ahead` jobs early, yielded in job order."""
     pending = collections.deque()
     for job in jobs:
-        pending.append(pool.submit(fn, *job))
+        pending.append(pool.submit(fn, job))
         if len(pending) > ahead:
             yield pending.popleft().result()
     while pending:
         yield pending.popleft().result()
 
 
-def _cpu_count():
+def decoding_threads(threads):
+    """`threads` when positive, else one per CPU core this process may run on."""
+    if threads and threads > 0:
+        return threads
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
@@ -159,7 +162,7 @@ def convert_imageset(root_folder, listfile, db_name, gray=False, shuffle=False, 
     root = root_folder
     if root and not root.endswith(("/", os.sep)) and os.path.isdir(root):
         root += os.sep
-    threads = threads if threads and threads > 0 else _cpu_count()
+    threads = decoding_threads(threads)
 
     stats = {"skipped": 0}
 
@@ -167,12 +170,12 @@ def convert_imageset(root_folder, listfile, db_name, gray=False, shuffle=False, 
         for (_, path, label), encoding in zip(entries, encodings):
             yield root + path, label, height, width, not gray, encoding
 
-    def load(filename, *args):
-        return read_image_to_datum(cv2, filename, *args) if filename != root else None
+    def load(job):
+        return read_image_to_datum(cv2, *job) if job[0] != root else None
 
     def records(pool):
         first = None
-        loaded = _in_order(pool, load, jobs(), ahead=4 * threads + 8)
+        loaded = in_order(pool, load, jobs(), ahead=4 * threads + 8)
         for line_id, ((number, path, _), result) in enumerate(zip(entries, loaded)):
             if result is None:
                 stats["skipped"] += 1
@@ -189,8 +192,8 @@ def convert_imageset(root_folder, listfile, db_name, gray=False, shuffle=False, 
                     raise NetkitError(
                         "%s is %s but %s is %s (--check_size); give --resize_height and "
                         "--resize_width to make all images one size" % (
-                            root + path, "x".join(map(str, shape)), root + first[0],
-                            "x".join(map(str, first[1]))))
+                            root + path, shape_text(shape), root + first[0],
+                            shape_text(first[1])))
             yield "%08d_%s" % (line_id, path), value
 
     count = write_image_db(db_name, records, threads, map_size, "convert_imageset")
