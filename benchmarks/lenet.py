@@ -2,7 +2,8 @@
 
 Times forward+backward (what `netkit time` reports) and the full solver step (forward,
 backward, SGD update with momentum 0.9, weight decay 5e-4, bias lr_mult 2) on random
-MNIST-shaped data, prints both medians and the ratio netkit / PyTorch.
+MNIST-shaped data, netkit and PyTorch alternating in blocks of 10 steps, and prints both
+medians and the ratio netkit / PyTorch.
 
 This machine's environment sets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, which force
 slower BLAS kernels; the benchmark runs itself twice, once with the environment as given
@@ -11,10 +12,9 @@ which is which. Usage: python benchmarks/lenet.py [--iters 200]
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
+from alternate import time_blocks
 from blas_env import run_as_given_and_unset
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -46,28 +46,28 @@ def lenet_solver_param(batch):
     return param
 
 
-def time_netkit(batch, iters, x, y):
+def netkit_steps(batch, x, y):
+    """(forward+backward, full solver step) closures for netkit on data x, labels y."""
     from netkit.solvers import SGDSolver
     solver = SGDSolver(lenet_solver_param(batch), backend="cpu")
     net = solver.net
     net.blobs["data"].data[...] = x
     net.blobs["label"].data[...] = y
-    fb, step = [], []
-    for i in range(iters + 10):
-        t = time.perf_counter()
+
+    def forward_backward():
         net.clear_param_diffs()
         net.forward_backward()
-        t1 = time.perf_counter()
+
+    def step():
+        forward_backward()
         solver.apply_update()
         solver.iter += 1
-        t2 = time.perf_counter()
-        if i >= 10:
-            fb.append(t1 - t)
-            step.append(t2 - t)
-    return statistics.median(fb), statistics.median(step)
+    return forward_backward, step
 
 
-def time_torch(batch, iters, x, y):
+def torch_steps(batch, x, y):
+    """The same two closures for the PyTorch mirror (torch.optim.SGD has Caffe's algebra
+    here up to where the learning rate multiplies: lr outside the momentum history)."""
     import torch
     import torch.nn as nn
     torch.set_num_threads(2)
@@ -80,18 +80,15 @@ def time_torch(batch, iters, x, y):
                            {"params": biases, "lr": 0.02, "weight_decay": 0.0}], momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype("int64"))
-    fb, step = [], []
-    for i in range(iters + 10):
-        t = time.perf_counter()
+
+    def forward_backward():
         opt.zero_grad(set_to_none=False)
         loss_fn(model(xt), yt).backward()
-        t1 = time.perf_counter()
+
+    def step():
+        forward_backward()
         opt.step()
-        t2 = time.perf_counter()
-        if i >= 10:
-            fb.append(t1 - t)
-            step.append(t2 - t)
-    return statistics.median(fb), statistics.median(step)
+    return forward_backward, step
 
 
 def run(batch, iters):
@@ -99,8 +96,11 @@ def run(batch, iters):
     rs = np.random.RandomState(0)
     x = rs.uniform(0, 1, (batch, 1, 28, 28)).astype(np.float32)
     y = rs.randint(0, 10, batch).astype(np.float32)
-    n_fb, n_step = time_netkit(batch, iters, x, y)
-    t_fb, t_step = time_torch(batch, iters, x, y)
+    n_fb, n_step = netkit_steps(batch, x, y)
+    t_fb, t_step = torch_steps(batch, x, y)
+    # The contenders alternate in blocks of 10 steps, so both meet the same machine.
+    n_fb, t_fb = time_blocks([n_fb, t_fb], iters, block=10)
+    n_step, t_step = time_blocks([n_step, t_step], iters, block=10)
     print("  forward+backward: netkit %.2f ms, PyTorch %.2f ms, ratio %.2fx"
           % (n_fb * 1e3, t_fb * 1e3, n_fb / t_fb))
     print("  full SGD step:    netkit %.2f ms, PyTorch %.2f ms, ratio %.2fx"

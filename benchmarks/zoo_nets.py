@@ -15,10 +15,9 @@ Usage: python benchmarks/zoo_nets.py [--models caffenet,googlenet,resnet50] [--i
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
+from alternate import time_blocks
 from blas_env import run_as_given_and_unset
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -126,22 +125,6 @@ class TorchMirror:
         if kind == "Split":
             return [x[0]] * len(lp.top)
         raise NotImplementedError("no PyTorch mirror for layer type %s" % kind)
-
-
-def time_blocks(steps, iters, block=2):
-    """Alternate the step functions in blocks; median seconds of each."""
-    times = [[] for _ in steps]
-    for fn in steps:  # warm up
-        fn()
-    done = 0
-    while done < iters:
-        for k, fn in enumerate(steps):
-            for _ in range(block):
-                t = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - t)
-        done += block
-    return [statistics.median(t) for t in times]
 
 
 def run(models, iters, batch):

@@ -351,9 +351,17 @@ class ConvolutionLayer(Layer):
         """col (n, G, K, OH * OW), dy (n, G, O / G, OH * OW): the weight gradient is one
         product per group over the batch's positions, the bottom's one per image."""
         if col is not None:
-            n, g = dy.shape[:2]
+            n, g, og, positions = dy.shape
+            k = col.shape[2]
             if n == 1:
                 self._accumulate(self.xp.matmul(dy[0], col[0].transpose(0, 2, 1)), prop, dy)
+            elif og * k < (og + k) * positions:
+                # Few weights per output position (LeNet's conv1): one product per image,
+                # summed, reads dy and the columns where they lie; the transposing copies
+                # below would move more memory than the n per-image gradients take.
+                per_image = self._scratch("dw_per_image", (n, g, og, k))
+                self.xp.matmul(dy, col.transpose(0, 1, 3, 2), out=per_image)
+                self._accumulate(per_image.sum(axis=0), prop, dy)
             else:
                 rows = self._scratch("dy_by_group", (g, dy.shape[2], n, dy.shape[3]))
                 rows[...] = dy.transpose(1, 2, 0, 3)

@@ -21,13 +21,6 @@ class AdaDeltaSolver(Solver):
     type_name = "AdaDelta"
     history_sets = 2
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # Caffe's update_ and temp_: per-param scratch, not snapshotted.
-        n = len(self.net.learnable_params)
-        self.update = [self.backend.xp.zeros_like(h) for h in self.history[:n]]
-        self.temp = [self.backend.xp.zeros_like(h) for h in self.history[:n]]
-
     def compute_update_value(self, i, prm, rate):
         xp = self.backend.xp
         local_rate = np.float32(rate * prm.lr_mult)
@@ -35,7 +28,7 @@ class AdaDeltaSolver(Solver):
         delta = np.float32(self.param.delta)
         n = len(self.net.learnable_params)
         grads, steps = self.history[i], self.history[n + i]
-        update, temp, diff = self.update[i], self.temp[i], prm.blob.diff
+        update, temp, diff = self.scratch(prm.blob), self.scratch(prm.blob, 1), prm.blob.diff
         if kernels.available(self.backend):
             kernels.solvers.adadelta(diff, grads, steps, momentum, delta, local_rate)
             return

@@ -17,11 +17,6 @@ from .solver import Solver
 class AdaGradSolver(Solver):
     type_name = "AdaGrad"
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # Caffe's update_: per-param scratch, not snapshotted.
-        self.update = [self.backend.xp.zeros_like(h) for h in self.history]
-
     def _check_param(self):
         super()._check_param()
         if self.param.momentum != 0:
@@ -31,7 +26,7 @@ class AdaGradSolver(Solver):
     def compute_update_value(self, i, prm, rate):
         xp = self.backend.xp
         local_rate = np.float32(rate * prm.lr_mult)
-        history, update, diff = self.history[i], self.update[i], prm.blob.diff
+        history, update, diff = self.history[i], self.scratch(prm.blob), prm.blob.diff
         if kernels.available(self.backend):
             kernels.solvers.adagrad(diff, history, self.param.delta, local_rate)
             return

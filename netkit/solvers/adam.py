@@ -24,12 +24,6 @@ class AdamSolver(Solver):
     type_name = "Adam"
     history_sets = 2
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # Caffe's temp_: per-param scratch, not snapshotted.
-        n = len(self.net.learnable_params)
-        self.temp = [self.backend.xp.zeros_like(h) for h in self.history[:n]]
-
     def correction(self):
         """sqrt(1 - beta2^t) / (1 - beta1^t) for t = iter + 1, as a float32."""
         t = self.iter + 1
@@ -42,7 +36,8 @@ class AdamSolver(Solver):
         beta1 = np.float32(self.param.momentum)
         beta2 = np.float32(self.param.momentum2)
         n = len(self.net.learnable_params)
-        m, v, temp, diff = self.history[i], self.history[n + i], self.temp[i], prm.blob.diff
+        m, v, temp, diff = self.history[i], self.history[n + i], self.scratch(prm.blob), \
+            prm.blob.diff
         if kernels.available(self.backend):
             kernels.solvers.adam(diff, m, v, beta1, beta2, self.param.delta,
                                  local_rate * self.correction())

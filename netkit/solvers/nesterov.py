@@ -17,15 +17,10 @@ from .solver import Solver
 class NesterovSolver(Solver):
     type_name = "Nesterov"
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # Caffe's update_: scratch holding the previous history, not snapshotted.
-        self.update = [self.backend.xp.zeros_like(h) for h in self.history]
-
     def compute_update_value(self, i, prm, rate):
         local_rate = np.float32(rate * prm.lr_mult)
         momentum = np.float32(self.param.momentum)
-        history, previous, diff = self.history[i], self.update[i], prm.blob.diff
+        history, previous, diff = self.history[i], self.scratch(prm.blob), prm.blob.diff
         if kernels.available(self.backend):
             kernels.solvers.nesterov(diff, history, momentum, local_rate)
             return

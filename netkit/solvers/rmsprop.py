@@ -18,11 +18,6 @@ from .solver import Solver
 class RMSPropSolver(Solver):
     type_name = "RMSProp"
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # Caffe's update_: per-param scratch, not snapshotted.
-        self.update = [self.backend.xp.zeros_like(h) for h in self.history]
-
     def _check_param(self):
         super()._check_param()
         p = self.param
@@ -37,7 +32,7 @@ class RMSPropSolver(Solver):
         xp = self.backend.xp
         local_rate = np.float32(rate * prm.lr_mult)
         rms_decay = np.float32(self.param.rms_decay)
-        history, update, diff = self.history[i], self.update[i], prm.blob.diff
+        history, update, diff = self.history[i], self.scratch(prm.blob), prm.blob.diff
         if kernels.available(self.backend):
             kernels.solvers.rmsprop(diff, history, rms_decay, self.param.delta, local_rate)
             return

@@ -18,6 +18,8 @@ class SGDSolver(Solver):
         if kernels.available(self.backend):
             kernels.solvers.sgd(diff, history, momentum, local_rate)
             return
+        temp = self.scratch(prm.blob)
+        self.backend.xp.multiply(diff, local_rate, out=temp)
         history *= momentum
-        history += local_rate * diff
+        history += temp
         diff[...] = history

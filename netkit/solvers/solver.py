@@ -78,6 +78,17 @@ class Solver(abc.ABC):
             self.copy_weights(weights)
         self.history = [self.backend.xp.zeros(prm.blob.shape, dtype=np.float32)
                         for _ in range(self.history_sets) for prm in self.net.learnable_params]
+        self._scratch = {}
+
+    def scratch(self, blob, slot=0):
+        """Scratch shaped like `blob` (Caffe's per-param update_ and temp_, which are never
+        snapshotted): buffer `slot` is as large as the largest param and each param views
+        its prefix, so an update allocates nothing per iteration and the scratch costs one
+        param's memory, not the net's. The content is whatever the last user left."""
+        if slot not in self._scratch:
+            largest = max([prm.blob.count for prm in self.net.learnable_params] + [1])
+            self._scratch[slot] = self.backend.xp.empty(largest, dtype=np.float32)
+        return self._scratch[slot][:blob.data.size].reshape(blob.data.shape)
 
     def _mode_backend(self):
         """No backend given: an explicit `solver_mode: GPU` asks for device_id (Caffe's
@@ -443,13 +454,16 @@ class Solver(abc.ABC):
         if not decay:
             return
         blob = prm.blob
+        xp, temp = self.backend.xp, self.scratch(blob)
         if p.regularization_type == "L2":
-            blob.diff += np.float32(decay) * blob.data
+            xp.multiply(blob.data, np.float32(decay), out=temp)
         elif p.regularization_type == "L1":
-            blob.diff += np.float32(decay) * self.backend.xp.sign(blob.data)
+            xp.sign(blob.data, out=temp)
+            temp *= np.float32(decay)
         else:
             raise NetkitError("unknown regularization_type '%s' (known: L1, L2)"
                               % p.regularization_type)
+        blob.diff += temp
 
     @abc.abstractmethod
     def compute_update_value(self, i, prm, rate):
