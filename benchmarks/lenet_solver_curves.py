@@ -93,10 +93,10 @@ class TorchLeNet:
         raise SystemExit("no torch.optim mirror for solver type %s" % kind)
 
 
-def curves(name, iters):
+def curves(name, iters, seed):
     import torch
     import netkit
-    from netkit.solvers import solver_type
+    from netkit.solvers import read_solver_param, solver_type
     from netkit.solvers.lr_policy import learning_rate
     torch.set_num_threads(2)
     # Read the databases before the solver's data layers open them (lmdb allows one
@@ -104,7 +104,11 @@ def curves(name, iters):
     train_x, train_y = load_lmdb("examples/mnist/mnist_train_lmdb", 0.00390625)
     test_x, test_y = map(torch.from_numpy, load_lmdb("examples/mnist/mnist_test_lmdb",
                                                      0.00390625))
-    solver = netkit.get_solver(os.path.join("examples", "mnist", SOLVERS[name] + ".prototxt"))
+    path = os.path.join("examples", "mnist", SOLVERS[name] + ".prototxt")
+    param = read_solver_param(path)
+    if seed is not None:
+        param.random_seed = seed  # another draw of the initial weights, for both
+    solver = netkit.get_solver(param, source=path)
     param = solver.param
     interval = param.test_interval
     param.test_interval = 0  # tested below, at the same points for both
@@ -137,12 +141,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--solvers", default="rmsprop,adam", help=",".join(SOLVERS))
     ap.add_argument("--iters", type=int, default=10000)
+    ap.add_argument("--seed", type=int, default=None,
+                    help="random_seed for the initial weights (default: the file's)")
     args = ap.parse_args()
     os.chdir(ROOT)
     sys.path.insert(0, ROOT)
     logging.getLogger("netkit").setLevel(logging.WARNING)
     for name in args.solvers.split(","):
-        kind, rows = curves(name, args.iters)
+        kind, rows = curves(name, args.iters, args.seed)
         ours, theirs = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
         print("%s (%s): final netkit %.4f torch %.4f; best netkit %.4f torch %.4f; "
               "mean of the last half netkit %.4f torch %.4f"

@@ -1,6 +1,9 @@
 """Reading and writing protobuf files: prototxt text, binary messages, atomically."""
 import contextlib
 import os
+import re
+import shutil
+import socket
 import tempfile
 
 from google.protobuf import text_format
@@ -56,11 +59,54 @@ def read_binary(path, message):
     return message
 
 
+# Staged files and directories are named .<target>.nk<host>-<pid>.<random>.tmp, so that
+# one left by a process that died mid-write (kill -9, power loss) can be told from one a
+# live writer still holds: the next staging in that directory on the same host removes it.
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+_STAGED = re.compile(r"^\..+\.nk(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)\.[^.]+\.tmp$")
+
+
+def staging_prefix(path):
+    """The prefix of this process's staged names for `path` (see _STAGED)."""
+    return ".%s.nk%s-%d." % (os.path.basename(path), _HOST, os.getpid())
+
+
+def remove_stale_staging(directory):
+    """Remove staged files and directories in `directory` whose writer, a process on this
+    host, no longer runs: what a crash mid-write leaves behind."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        match = _STAGED.match(name)
+        if not match or match.group("host") != _HOST or _running(int(match.group("pid"))):
+            continue
+        stale = os.path.join(directory, name)
+        if os.path.isdir(stale) and not os.path.islink(stale):
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(stale)
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def temporary_beside(path):
     """(fd, name) of a new hidden temporary file in `path`'s directory, with the permissions
-    a plain open() would give (mkstemp's own are owner-only)."""
+    a plain open() would give (mkstemp's own are owner-only). Stale ones from crashed
+    writers there are removed first."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
+    remove_stale_staging(directory)
+    fd, tmp = tempfile.mkstemp(prefix=staging_prefix(path), suffix=".tmp", dir=directory)
     umask = os.umask(0)
     os.umask(umask)
     os.fchmod(fd, 0o666 & ~umask)

@@ -135,6 +135,8 @@ def test_twenty_kill_9s_lose_nothing_and_end_where_a_straight_run_ends(
     assert proc.returncode == 0, err[-2000:]
     assert "Resuming from %s" % state in err or "Restoring previous solver status" in err, err
     check_snapshots(killed_dir)
+    # Files staged by killed writers went with the first snapshot the resumed run wrote.
+    assert glob.glob(str(killed_dir / ".*.tmp")) == []
     straight = setup_run(tmp_path / "straight", data_list, solver_type, finish)
     proc = netkit_train("--solver", straight)
     _, err = proc.communicate(timeout=600)

@@ -1,5 +1,9 @@
 """snapshot_format: HDF5 as Caffe writes it (Net::ToHDF5, SnapshotSolverStateToHDF5), read
 back with h5py against Caffe's names, and resumed from bit-exactly."""
+import os
+import subprocess
+import sys
+
 import h5py
 import numpy as np
 import pytest
@@ -7,6 +11,8 @@ from google.protobuf import text_format
 
 from leastsquares import D, feed_once, least_squares_data, least_squares_param
 from netkit import netkit_pb2 as pb
+from netkit import protoio
+from netkit.data.datum import staged_directory
 from netkit.errors import NetkitError
 from netkit.net import Net
 from netkit.solvers import get_solver
@@ -128,3 +134,35 @@ def test_snapshot_is_atomic(tmp_path, backend, monkeypatch):
     assert open(model, "rb").read() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ls_iter_0.caffemodel.h5",
                                                           "ls_iter_0.solverstate.h5"]
+
+
+def test_staged_leftovers_of_dead_writers_are_removed(tmp_path):
+    """What a writer killed mid-write leaves (a staged file or LMDB directory) is removed
+    by the next staging in that directory; a live writer's and another host's are kept."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = protoio._HOST
+    leftovers = {
+        ".m_iter_5.caffemodel.nk%s-%d.ab_c12x.tmp" % (host, dead.pid): "file",
+        ".train_lmdb.nk%s-%d.q1w2e3r4.tmp" % (host, dead.pid): "dir",
+    }
+    kept = {
+        ".m_iter_6.caffemodel.nk%s-%d.zzzzzzzz.tmp" % (host, os.getpid()): "file",
+        ".m_iter_7.caffemodel.nkother-host-%d.yyyyyyyy.tmp" % dead.pid: "file",
+        ".notes.tmp": "file",
+    }
+    for name, kind in {**leftovers, **kept}.items():
+        if kind == "dir":
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "data.mdb").write_bytes(b"half a database")
+        else:
+            (tmp_path / name).write_bytes(b"half a file")
+    protoio.write_atomic(str(tmp_path / "m_iter_8.caffemodel"), b"complete")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(list(kept) +
+                                                                ["m_iter_8.caffemodel"])
+    (tmp_path / "db").mkdir()
+    stale = tmp_path / "db" / (".x_lmdb.nk%s-%d.abcdefgh.tmp" % (host, dead.pid))
+    stale.mkdir()
+    with staged_directory(str(tmp_path / "db" / "y_lmdb")) as staged:
+        assert not stale.exists()
+        assert os.path.basename(staged).startswith(protoio.staging_prefix("y_lmdb"))

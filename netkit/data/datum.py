@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import netkit_pb2 as pb
 from ..log import logger
+from ..protoio import remove_stale_staging, staging_prefix
 from . import shape_text
 
 
@@ -223,8 +224,8 @@ def staged_directory(path, replace=False):
     only once the new one is complete."""
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
-    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                           dir=parent)
+    remove_stale_staging(parent)
+    tmp = tempfile.mkdtemp(prefix=staging_prefix(path), suffix=".tmp", dir=parent)
     try:
         yield tmp
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the database is not
