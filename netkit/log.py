@@ -18,9 +18,25 @@ class GlogFormatter(logging.Formatter):
                                        record.filename, record.lineno, record.getMessage())
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes each record to the sys.stderr of that moment, not of set-up: a script or test
+    that calls the CLI in-process and redirects stderr afterwards still gets the log."""
+
+    def __init__(self):
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        """StreamHandler assigns its stream; this handler has none of its own."""
+
+
 def setup_logging(stream=None, level=logging.INFO):
-    """Send netkit's log to `stream` (stderr, as Caffe's glog) in glog format."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    """Send netkit's log to `stream` (default: stderr, as Caffe's glog) in glog format."""
+    handler = logging.StreamHandler(stream) if stream is not None else StderrHandler()
     handler.setFormatter(GlogFormatter())
     logger.handlers[:] = [handler]
     logger.setLevel(level)

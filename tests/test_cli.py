@@ -110,3 +110,28 @@ def test_readme_test_command_is_what_ci_runs():
     with open(os.path.join(ROOT, ".ci", "run")) as f:
         ci = [l for l in f.read().splitlines() if l.startswith("python3 -m venv")]
     assert len(ci) == 1 and ("    " + ci[0]) in readme.splitlines()
+
+
+def test_in_process_main_leaves_the_log_on_the_current_stderr(tmp_path, capsys):
+    """A script calling netkit.tools.cli.main() with stderr redirected for the call, then
+    using netkit as a library: later log lines go to the stderr of their moment, not to the
+    (closed) stream of the call."""
+    import contextlib
+    import io
+
+    from netkit.log import logger
+    from netkit.tools.cli import main
+    model = tmp_path / "m.prototxt"
+    model.write_text('layer { name: "x" type: "DummyData" top: "x" dummy_data_param '
+                     '{ shape { dim: 2 dim: 3 } } }\n')
+    saved = logger.handlers[:], logger.level, logger.propagate
+    try:
+        with io.StringIO() as err, contextlib.redirect_stderr(err):
+            assert main(["time", "--model", str(model), "--iterations", "1"]) in (0, None)
+            assert "Average Forward pass" in err.getvalue()
+        logger.info("after the call")
+    finally:
+        logger.handlers[:], logger.propagate = saved[0], saved[2]
+        logger.setLevel(saved[1])
+    err = capsys.readouterr().err
+    assert "after the call" in err and "Logging error" not in err, err
