@@ -1,13 +1,17 @@
 """pycaffe's Net conveniences, kept apart from the Net's own machinery.
 
-`NetConveniences` is a base of netkit's Net: `forward_all`
-(batched forward over any number of inputs), `layer_dict`, `blob_loss_weights` and the
-`_layer_names` / `_blob_names` lists of pycaffe's Net. `layer_type_list()` names the
+`NetConveniences` is a base of netkit's Net: `forward_all` and `forward_backward_all`
+(batched passes over any number of inputs), `share_with`, `save_hdf5` / `load_hdf5`,
+`layer_dict`, `blob_loss_weights` and the `_layer_names` / `_blob_names` lists of pycaffe's
+Net. `layer_type_list()` names the
 registered layer types, as `caffe.layer_type_list()`.
 """
 from collections import OrderedDict
+from itertools import zip_longest
 
 import numpy as np
+
+from .errors import NetkitError
 
 
 def layer_type_list():
@@ -67,3 +71,61 @@ class NetConveniences:
                 results[name].append(self.backend.asnumpy(outs[name]))
         num = len(next(iter(kwargs.values())))
         return {name: np.concatenate(parts)[:num] for name, parts in results.items()}
+
+    def forward_backward_all(self, blobs=None, diffs=None, **kwargs):
+        """pycaffe's forward_backward_all: `kwargs` give N items per input (forwarded batch
+        by batch) and per output (their diffs, back-propagated batch by batch); returns
+        ({output and each of `blobs`: N results}, {input and each of `diffs`: N diffs})
+        as host arrays."""
+        unknown = [n for n in kwargs if n not in self.inputs and n not in self.outputs]
+        if unknown or not kwargs:
+            raise NetkitError("forward_backward_all takes input arrays and output diffs "
+                              "(inputs: %s; outputs: %s), got %s"
+                              % (", ".join(self.inputs), ", ".join(self.outputs),
+                                 ", ".join(unknown) or "nothing"))
+        out_names = list(OrderedDict.fromkeys(list(self.outputs) + list(blobs or [])))
+        diff_names = list(OrderedDict.fromkeys(list(self.inputs) + list(diffs or [])))
+        outs = {name: [] for name in out_names}
+        grads = {name: [] for name in diff_names}
+        inputs = {n: kwargs[n] for n in self.inputs if n in kwargs}
+        top_diffs = {n: kwargs[n] for n in self.outputs if n in kwargs}
+        for forward_batch, backward_batch in zip_longest(
+                self._batch(inputs) if inputs else (), self._batch(top_diffs) if top_diffs
+                else (), fillvalue={}):
+            for name, value in self.forward(blobs=blobs, **forward_batch).items():
+                outs[name].append(self.backend.asnumpy(value).copy())
+            for name, value in self.backward(diffs=diffs, **backward_batch).items():
+                grads[name].append(self.backend.asnumpy(value).copy())
+        num = len(next(iter(kwargs.values())))
+        return ({name: np.concatenate(parts)[:num] for name, parts in outs.items()},
+                {name: np.concatenate(parts)[:num] for name, parts in grads.items()})
+
+    def share_with(self, other):
+        """Use `other`'s trained parameters by layer name, as Caffe's
+        ShareTrainedLayersWith: this net's param blobs then alias other's data (a test net
+        following its train net). Layers `other` lacks keep their own."""
+        source = dict(zip(other.layer_names, other.layers))
+        for name, layer in zip(self.layer_names, self.layers):
+            src = source.get(name)
+            if src is None:
+                continue
+            if len(src.blobs) != len(layer.blobs):
+                raise NetkitError("share_with: incompatible number of blobs for layer '%s' "
+                                  "(source %d, target %d)"
+                                  % (name, len(src.blobs), len(layer.blobs)))
+            for i, (mine, theirs) in enumerate(zip(layer.blobs, src.blobs)):
+                if mine.shape != theirs.shape:
+                    raise NetkitError("share_with: cannot share param %d weights from layer "
+                                      "'%s'; shape mismatch. Source param shape is %s; target "
+                                      "param shape is %s" % (i, name, theirs.shape, mine.shape))
+                mine.data = theirs.data
+
+    def save_hdf5(self, path):
+        """Write the weights as Caffe's HDF5 weights file (pycaffe's Net.save_hdf5)."""
+        from .weights import save_net_hdf5
+        save_net_hdf5(self, path)
+
+    def load_hdf5(self, path):
+        """Copy weights from a Caffe HDF5 weights file by layer name (Net.load_hdf5)."""
+        from .weights import copy_trained_layers_hdf5
+        copy_trained_layers_hdf5(self, path)

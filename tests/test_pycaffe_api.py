@@ -308,3 +308,52 @@ def test_solver_callbacks_lr_and_share_weights(tmp_path):
     solver.share_weights(other)
     assert other.params["conv"][0].data is solver.net.params["conv"][0].data
     solver.close()
+
+
+def test_forward_backward_all_share_with_and_hdf5_weights(tmp_path):
+    """pycaffe's remaining Net calls: forward_backward_all batches inputs and output diffs
+    (padding the last batch, trimming it from the results), share_with aliases another
+    net's params by layer name, save_hdf5/load_hdf5 round-trip the weights."""
+    path = tmp_path / "deploy.prototxt"
+    path.write_text("force_backward: true\n" + small_deploy(batch=4, size=8))
+    caffe.set_random_seed(5)
+    net = caffe.Net(str(path), caffe.TEST)
+    rs = np.random.RandomState(0)
+    x = rs.rand(10, 3, 8, 8).astype(np.float32)
+    dprob = rs.standard_normal((10, 5)).astype(np.float32)
+    outs, grads = net.forward_backward_all(blobs=["conv"], diffs=["conv"], data=x, prob=dprob)
+    assert set(outs) == {"prob", "conv"} and set(grads) == {"data", "conv"}
+    assert outs["prob"].shape == (10, 5) and grads["data"].shape == (10, 3, 8, 8)
+    for start in range(0, 10, 4):  # the same, batch by batch by hand (last one padded)
+        xb = np.zeros((4, 3, 8, 8), np.float32)
+        db = np.zeros((4, 5), np.float32)
+        n = min(4, 10 - start)
+        xb[:n], db[:n] = x[start:start + n], dprob[start:start + n]
+        np.testing.assert_array_equal(net.forward(data=xb)["prob"][:n],
+                                      outs["prob"][start:start + n])
+        np.testing.assert_array_equal(net.backward(prob=db)["data"][:n],
+                                      grads["data"][start:start + n])
+    with pytest.raises(caffe.NetkitError, match="inputs: data; outputs: prob"):
+        net.forward_backward_all(conv=x)
+
+    caffe.set_random_seed(6)
+    other = caffe.Net(str(path), caffe.TEST)
+    assert not np.array_equal(other.params["conv"][0].data, net.params["conv"][0].data)
+    other.share_with(net)
+    net.params["score"][0].data[...] = 0.25
+    np.testing.assert_array_equal(other.params["score"][0].data, 0.25)
+    np.testing.assert_array_equal(other.forward(data=x[:4])["prob"],
+                                  net.forward(data=x[:4])["prob"])
+    wider = tmp_path / "wider.prototxt"
+    wider.write_text(small_deploy(batch=4, size=8, classes=7))
+    with pytest.raises(caffe.NetkitError, match="layer 'score'; shape mismatch"):
+        caffe.Net(str(wider), caffe.TEST).share_with(net)
+
+    weights = str(tmp_path / "w.caffemodel.h5")
+    net.save_hdf5(weights)
+    caffe.set_random_seed(7)
+    fresh = caffe.Net(str(path), caffe.TEST)
+    fresh.load_hdf5(weights)
+    for name in ("conv", "score"):
+        for a, b in zip(fresh.params[name], net.params[name]):
+            np.testing.assert_array_equal(a.data, b.data)

@@ -373,17 +373,8 @@ class Solver(abc.ABC):
         return means
 
     def share_trained_layers(self, net):
-        """Point the test net's parameter blobs at the train net's (Caffe shares by name)."""
-        train = dict(zip(self.net.layer_names, self.net.layers))
-        for name, layer in zip(net.layer_names, net.layers):
-            src = train.get(name)
-            if src is None:
-                continue
-            for mine, theirs in zip(layer.blobs, src.blobs):
-                if mine.shape != theirs.shape:
-                    raise NetkitError("test net layer '%s' parameter shape %s differs from the "
-                                      "train net's %s" % (name, mine.shape, theirs.shape))
-                mine.data = theirs.data
+        """Point `net`'s (a test net's) parameter blobs at the train net's, by layer name."""
+        net.share_with(self.net)
 
     # -- pycaffe's Solver API ---------------------------------------------------------------
     def add_callback(self, on_start, on_gradients_ready):
