@@ -10,6 +10,7 @@ from google.protobuf.message import DecodeError
 from . import netkit_pb2 as pb
 from . import wire
 from .errors import NetkitError
+from .log import logger
 from .protoio import read_binary, replaced_atomically, write_atomic
 from .upgrade import upgrade_net
 
@@ -181,10 +182,13 @@ def copy_trained_layers_hdf5(net, path):
     with f:
         if "data" not in f:
             raise NetkitError("%s: HDF5 weights file has no 'data' group" % path)
+        ignored, copied = [], 0
         for name, group in f["data"].items():
             layer = by_name.get(name)
             if layer is None:
+                ignored.append(name)
                 continue
+            copied += bool(len(group))
             if len(group) > len(layer.blobs):
                 raise NetkitError("%s: incompatible number of blobs for layer '%s' (source "
                                   "%d, target %d)" % (path, name, len(group), len(layer.blobs)))
@@ -201,6 +205,8 @@ def copy_trained_layers_hdf5(net, path):
                         "Source param shape is %s; target param shape is %s."
                         % (path, i, name, arr.shape, tuple(blob.shape)))
                 net.backend.upload(blob.data, arr)
+    report_copy(net, path, ignored, copied)
+
 
 
 def read_caffemodel(path):
@@ -252,11 +258,15 @@ class Weights:
         by_layer = dict(self.values)
         by_name = dict(zip(net.layer_names, net.layers))
         be = net.backend
+        ignored, copied = [], 0
         for lp in self.param.layer:
             name, arrays = lp.name, by_layer.get(lp.name)
             layer = by_name.get(name)
+            if layer is None:
+                ignored.append(name)
             if layer is None or not arrays:
                 continue
+            copied += 1
             if len(arrays) != len(layer.blobs):
                 raise NetkitError("%s: incompatible number of blobs for layer '%s' (source %d, "
                                   "target %d)" % (self.where, name, len(arrays), len(layer.blobs)))
@@ -269,6 +279,19 @@ class Weights:
                         "layer's parameters from scratch rather than copying from a saved net, "
                         "rename the layer." % (self.where, i, name, shape, blob.shape))
                 be.upload(blob.data, values.reshape(blob.shape))
+        report_copy(net, self.where, ignored, copied)
+
+
+def report_copy(net, where, ignored, copied):
+    """Log each source layer the net has no namesake for, as Caffe does ("Ignoring source
+    layer"), and warn when nothing at all was copied into a net that has weights: renamed
+    layers or the wrong file would otherwise look like a successful fine-tune."""
+    for name in ignored:
+        logger.info("Ignoring source layer %s", name)
+    if not copied and any(layer.blobs for layer in net.layers):
+        logger.warning("%s: no layer of net '%s' matches a layer with weights in this file; "
+                       "nothing was copied (weights go to layers of the same name)",
+                       where, net.name)
 
 
 def copy_trained_layers(net, weights):

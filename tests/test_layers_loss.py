@@ -439,3 +439,22 @@ def test_contrastive_loss_errors(backend):
         run_forward(make_layer('type: "ContrastiveLoss"', backend),
                     blobs(backend, rand(2, 3), rand(2, 3), [0, 1, 1]), tops(backend, 1))
     assert [layer.allow_force_backward(i) for i in range(3)] == [True, True, False]
+
+
+@pytest.mark.parametrize("layer_text", [
+    'type: "SoftmaxWithLoss"', 'type: "SoftmaxWithLoss" loss_param { ignore_label: 5 }',
+    'type: "Accuracy"', MLL, 'type: "HingeLoss"',
+    'type: "InfogainLoss" infogain_loss_param { source: "%(h)s" }'])
+@pytest.mark.parametrize("label", [-1, 3, 7])
+def test_labels_outside_the_classes_are_refused(backend, tmp_path, layer_text, label):
+    """A label that is no class index is an error naming the label, not a wrapped-around
+    negative index (numpy's) or an IndexError; ignore_label is still skipped."""
+    h = str(tmp_path / "h.binaryproto")
+    write_binary(h, array_to_blob_proto(np.eye(3, dtype=np.float32).reshape(1, 1, 3, 3)))
+    layer = make_layer(layer_text % {"h": h}, backend)
+    bottom, top = blobs(backend, probabilities(2, 3), [0, label]), tops(backend, 1)
+    with pytest.raises(NetkitError, match=r"label %d \(at position 1 .*\[0, 3\)" % label):
+        run_forward(layer, bottom, top)
+    ignoring = make_layer('type: "SoftmaxWithLoss" loss_param { ignore_label: %d }' % label,
+                          backend)
+    run_forward(ignoring, blobs(backend, probabilities(2, 3), [0, label]), tops(backend, 1))

@@ -1,4 +1,6 @@
 """Net building and running: wiring, errors, sharing, need_backward, loss weights, weights I/O."""
+import logging
+
 import numpy as np
 import pytest
 
@@ -163,6 +165,26 @@ def test_save_and_copy_from_by_layer_name(tmp_path, backend):
     for name in ("ip1", "ip2"):
         for a, b in zip(net.params[name], other.params[name]):
             np.testing.assert_array_equal(backend.asnumpy(a.data), backend.asnumpy(b.data))
+
+
+@pytest.mark.parametrize("suffix", [".caffemodel", ".caffemodel.h5"])
+def test_copy_from_logs_ignored_source_layers_and_warns_when_nothing_fits(tmp_path, caplog,
+                                                                          suffix):
+    """Caffe logs every source layer the net lacks; netkit also warns when no layer at all
+    received weights (renamed layers, or the wrong file, look like a fine-tune otherwise)."""
+    net = Net(MLP % "false", TRAIN)
+    path = str(tmp_path / ("w" + suffix))
+    net.save_hdf5(path) if suffix.endswith(".h5") else net.save(path)
+    caplog.set_level(logging.INFO, logger="netkit")
+    Net(MLP.replace('name: "ip2"', 'name: "ip2_new"') % "false", TRAIN, weights=path)
+    assert "Ignoring source layer ip2" in caplog.text
+    assert "nothing was copied" not in caplog.text
+    caplog.clear()
+    renamed = MLP.replace('name: "ip1"', 'name: "fc1"').replace('name: "ip2"', 'name: "fc2"')
+    Net(renamed % "false", TRAIN, weights=path)
+    assert "Ignoring source layer ip1" in caplog.text
+    assert [r.levelname for r in caplog.records if "nothing was copied" in r.message] == \
+        ["WARNING"]
 
 
 def test_copy_from_shape_mismatch_says_rename(tmp_path):

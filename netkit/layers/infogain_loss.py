@@ -4,7 +4,7 @@ from ..layer import Layer, LayerSetupError, canonical_axis
 from ..registry import layers
 from .loss_util import normalization_mode, normalizer
 from .multinomial_logistic_loss import LOG_THRESHOLD
-from .softmax import check_label_count, read_labels, softmax, split_shape
+from .softmax import check_label_count, check_label_range, read_labels, softmax, split_shape
 
 
 @layers.register("InfogainLoss")
@@ -81,6 +81,7 @@ class InfogainLossLayer(Layer):
 
     def _rows(self, bottom, labels):
         """H[label] for every position, laid out as the (outer, L, inner) prob blob."""
+        check_label_range(self.xp, labels, self.num_labels)
         rows = self._h(bottom)[labels].reshape(self.outer, self.inner, self.num_labels)
         return rows.transpose(0, 2, 1)
 

@@ -7,6 +7,7 @@ import numpy as np
 
 from .. import kernels
 from ..blob import Blob
+from ..errors import NetkitError
 from ..layer import Layer, LayerSetupError, canonical_axis
 from ..registry import layers
 from .loss_util import normalization_mode, normalizer
@@ -53,8 +54,22 @@ class LabelIndexer:
         self.base = (rows[:, None] + cols[None, :]).reshape(-1)
 
     def positions(self, labels):
-        inner = self.shape[2]
+        """Flat score positions of integer `labels` (ignored ones already 0), after checking
+        that each is a class index."""
+        outer, channels, inner = self.shape
+        check_label_range(self.xp, labels, channels)
         return self.base + labels * inner if inner > 1 else self.base + labels
+
+
+def check_label_range(xp, labels, channels):
+    """Refuse labels outside [0, channels): numpy would wrap a negative one round to the
+    last classes and fail on a large one with an IndexError (Caffe leaves both undefined)."""
+    bad = (labels < 0) | (labels >= channels)
+    if bool(bad.any()):
+        at = int(xp.argmax(bad))
+        raise NetkitError("label %d (at position %d of the label blob) is not a class index "
+                          "in [0, %d); labels count from 0, and positions to skip need "
+                          "loss_param ignore_label" % (int(labels[at]), at, channels))
 
 
 def read_labels(xp, label_blob, has_ignore, ignore_label):
@@ -150,6 +165,8 @@ class SoftmaxWithLossLayer(Layer):
         xp = self.xp
         prob = softmax(xp, bottom[0].data, self.axis, self.prob.data)
         if self.cuda:
+            labels, _ = read_labels(xp, bottom[1], self.has_ignore, self.ignore_label)
+            check_label_range(xp, labels, self.indexer.shape[1])
             loss = xp.empty(self.outer * self.inner, dtype=xp.float32)
             counts = xp.empty_like(loss)
             kernels.softmax_loss.softmax_loss_forward(
