@@ -16,6 +16,12 @@ class BackendError(RuntimeError):
     """A backend cannot be used here (no CuPy, no driver, no such device)."""
 
 
+def gpu_fallback_note(reason):
+    """The warning for a solver file whose `solver_mode: GPU` cannot be honoured here."""
+    return ("solver_mode is GPU, but no GPU can be used here (%s); training on the CPU "
+            "(set solver_mode: CPU or pass --gpu -1 to silence this)" % reason)
+
+
 class Backend:
     name = "cpu"
     device_id = None

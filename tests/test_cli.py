@@ -44,6 +44,32 @@ def test_gpu_without_a_usable_gpu_is_one_line():
     assert "GPU" in line
 
 
+def test_solver_mode_gpu_without_a_usable_gpu_trains_on_the_cpu(tmp_path):
+    """BVLC's solver files say solver_mode: GPU; without --gpu and without a usable GPU
+    netkit warns once and trains on the CPU (with --gpu 0 it is an error, above)."""
+    try:
+        import cupy
+        cupy.cuda.runtime.getDeviceCount()
+        pytest.skip("a usable GPU is present")
+    except Exception:
+        pass
+    net = tmp_path / "net.prototxt"
+    net.write_text('layer { name: "x" type: "DummyData" top: "x" top: "y" dummy_data_param { '
+                   'shape { dim: 4 dim: 3 } shape { dim: 4 } data_filler { type: "gaussian" } '
+                   'data_filler { type: "constant" value: 1 } } }\nlayer { name: "ip" type: "InnerProduct" bottom: "x" top: "ip" '
+                   'inner_product_param { num_output: 2 } }\nlayer { name: "loss" type: '
+                   '"SoftmaxWithLoss" bottom: "ip" bottom: "y" top: "loss" }\n')
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('net: "%s" base_lr: 0.1 lr_policy: "fixed" max_iter: 2 display: 1 '
+                      'snapshot_after_train: false solver_mode: GPU device_id: 0' % net)
+    result = netkit("train", "-solver", str(solver))
+    assert result.returncode == 0, result.stderr[-2000:]
+    warnings = [l for l in result.stderr.splitlines() if "solver_mode is GPU" in l]
+    assert len(warnings) == 1 and warnings[0].startswith("W") and "training on the CPU" in \
+        warnings[0], result.stderr[-2000:]
+    assert "Optimization Done" in result.stderr
+
+
 def test_unknown_layer_type_lists_known_types(tmp_path):
     net = tmp_path / "net.prototxt"
     net.write_text('layer { name: "x" type: "Convolutoin" top: "y" }\n')

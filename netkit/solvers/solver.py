@@ -15,7 +15,7 @@ import types
 import numpy as np
 
 from .. import netkit_pb2 as pb
-from ..backend import BackendError, get_backend
+from ..backend import BackendError, get_backend, gpu_fallback_note
 from ..detection_map import mean_average_precision
 from ..errors import NetkitError
 from ..log import fmt, logger, loss_suffix
@@ -98,8 +98,7 @@ class Solver(abc.ABC):
             try:
                 return get_backend("gpu", p.device_id)
             except BackendError as e:
-                logger.warning("%s: solver_mode is GPU but %s; training on the CPU "
-                               "(set solver_mode: CPU to silence this)", self.source, e)
+                logger.warning("%s: %s", self.source, gpu_fallback_note(e))
                 return get_backend("cpu")
         return get_backend(None)
 

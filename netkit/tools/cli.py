@@ -145,7 +145,14 @@ def _train(ctx, world, solver, snapshot, weights, gpu, backend, level, stage, si
     param.train_state.stage.extend(stages_of(stage))
     if gpu is None and backend is None and param.HasField("solver_mode") \
             and param.solver_mode == pb.SolverParameter.GPU:
-        gpu = str(param.device_id)
+        # The file asks for its device_id (Caffe's rule without --gpu); without a usable GPU
+        # netkit says why and trains on the CPU, as get_solver does.
+        try:
+            make_backend(str(param.device_id), None)
+            gpu = str(param.device_id)
+        except NetkitError as e:
+            from ..backend import gpu_fallback_note
+            logger.warning("%s: %s", solver, gpu_fallback_note(e))
     gpus = parse_gpus(gpu)
     if world is None and len(gpus) > 1:
         if parallel.launched_by_mpi():
