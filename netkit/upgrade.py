@@ -99,6 +99,9 @@ V1_LAYER_TYPES = {
     V1.SOFTMAX: "Softmax", V1.SOFTMAX_LOSS: "SoftmaxWithLoss", V1.SPLIT: "Split",
     V1.SLICE: "Slice", V1.TANH: "TanH", V1.WINDOW_DATA: "WindowData",
     V1.THRESHOLD: "Threshold",
+    # DeepLab v1's types.
+    V1.IMAGE_SEG_DATA: "ImageSegData", V1.SEG_ACCURACY: "SegAccuracy", V1.INTERP: "Interp",
+    V1.MAT_WRITE: "MatWrite", V1.MAT_READ: "MatRead",
 }
 
 # Every *_param message of a V1 layer; LayerParameter has a field of the same name for each.

@@ -148,6 +148,9 @@ def test_transform_errors(tmp_path):
         transformer('mean_file: "%s" mean_value: 1' % path)
     with pytest.raises(TransformError, match="crop_h .from the SSD fork. is not supported"):
         transformer("crop_h: 3")
+    for text in ("crop_height: 3 crop_width: 3", "scale_factors: 0.5 scale_factors: 1"):
+        with pytest.raises(TransformError, match="from the DeepLab fork. is not supported"):
+            transformer(text)
     with pytest.raises(TransformError, match="force_color and force_gray"):
         transformer("force_color: true force_gray: true")
     with pytest.raises(TransformError, match="mean_file.*does not exist"):

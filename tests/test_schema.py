@@ -207,7 +207,10 @@ def test_enum_values():
     V1 = pb.V1LayerParameter
     assert V1.CONVOLUTION == 4 and V1.SOFTMAX_LOSS == 21 and V1.ABSVAL == 35
     assert V1.DECONVOLUTION == 39 and V1.NONE == 0
-    assert len(V1.LayerType.keys()) == 40
+    # BVLC's values are 0..39; the others are DeepLab v1's (its IMAGE_SEG_DATA renumbered).
+    assert sorted(v for v in V1.LayerType.values() if v < 40) == list(range(40))
+    assert {name for name, v in V1.LayerType.items() if v >= 40} == {
+        "SEG_ACCURACY", "INTERP", "MAT_WRITE", "MAT_READ", "IMAGE_SEG_DATA"}
     assert (pb.TRAIN, pb.TEST) == (0, 1)
     SP = pb.SolverParameter
     assert [SP.SGD, SP.NESTEROV, SP.ADAGRAD, SP.RMSPROP, SP.ADADELTA,

@@ -20,9 +20,11 @@ from . import shape_text
 from .datum import load_mean_file
 
 
-# TransformationParameter fields that only the SSD fork's transformer implements.
-_FORK_FIELDS = ("crop_h", "crop_w", "resize_param", "noise_param", "distort_param",
-                "expand_param", "emit_constraint")
+# TransformationParameter fields that only a fork's transformer implements: the SSD fork's
+# (AnnotatedData) and DeepLab's (ImageSegData).
+_FORK_FIELDS = {"crop_h": "SSD", "crop_w": "SSD", "resize_param": "SSD", "noise_param": "SSD",
+                "distort_param": "SSD", "expand_param": "SSD", "emit_constraint": "SSD",
+                "crop_height": "DeepLab", "crop_width": "DeepLab", "scale_factors": "DeepLab"}
 
 
 class TransformError(ValueError):
@@ -38,10 +40,12 @@ class DataTransformer:
 
     def __init__(self, param, phase, rng=None):
         from ..netkit_pb2 import TRAIN
-        for field in _FORK_FIELDS:
-            if param.HasField(field):
-                raise TransformError("transform_param.%s (from the SSD fork) is not supported "
-                                     "by the Data layers' DataTransformer" % field)
+        for field, fork in _FORK_FIELDS.items():
+            given = len(getattr(param, field)) if field == "scale_factors" \
+                else param.HasField(field)
+            if given:
+                raise TransformError("transform_param.%s (from the %s fork) is not supported "
+                                     "by the Data layers' DataTransformer" % (field, fork))
         self.param = param
         self.train = phase == TRAIN
         self.rng = rng if rng is not None else np.random.RandomState()

@@ -60,7 +60,9 @@ class _PairData(PrefetchingDataLayer):
 
     Subclasses set `param_name` and implement `check_transform` (the TransformationParameter
     for mean and scale), `label_interpolation`, `mirrors`, `output_size` and `pair` (one
-    list line to a transformed (image, label) pair of float32 arrays)."""
+    list line to a transformed (image, label) pair of float32 arrays, which may carry
+    further per-image arrays after the two: batches stack each). `read_list` may read
+    another list format into the same (line number, image path, label path) entries."""
     exact_num_top = 2
     param_name = None
     # Whether the label must have the image's size before both are resized (HED checks;
@@ -82,7 +84,7 @@ class _PairData(PrefetchingDataLayer):
         try:
             self.cv2 = opencv()
             logger.info("Opening file %s", p.source)
-            self.lines = read_pairs(p.source)
+            self.lines = self.read_list(p.source)
         except NetkitError as e:
             raise LayerSetupError(str(e)) from None
         if not self.lines:
@@ -113,6 +115,10 @@ class _PairData(PrefetchingDataLayer):
         top[1].reshape((p.batch_size, 1, height, width))
         logger.info("output data size: %s", ",".join(str(d) for d in top[0].shape))
         self.start_prefetch(self.load, prefetch, p.source)
+
+    def read_list(self, source):
+        """The list file's entries: (line number, image path, label path) per line."""
+        return read_pairs(source)
 
     def read(self, number, image_path, label_path):
         """The pair of one list line as uint8 (C, H, W) and (1, H, W), resized when
@@ -150,13 +156,14 @@ class _PairData(PrefetchingDataLayer):
         return mirror, h_off, w_off
 
     def load(self):
-        """The next batch (images, labels), reading batch_size lines from where the last
-        batch ended and wrapping (and reshuffling) at the end of the list."""
+        """The next batch (images, labels, ...), reading batch_size lines from where the
+        last batch ended and wrapping (and reshuffling) at the end of the list."""
         p = self.param
-        images, labels, first = [], [], None
+        items, first = [], None
         for _ in range(p.batch_size):
             number, image_path, label_path = self.lines[self.line]
-            image, label = self.pair(number, image_path, label_path)
+            item = self.pair(number, image_path, label_path)
+            image = item[0]
             if first is None:
                 first = (number, image_path, image.shape)
             elif image.shape != first[2]:
@@ -165,14 +172,13 @@ class _PairData(PrefetchingDataLayer):
                                  % (p.source, number, p.root_folder + image_path,
                                     shape_text(image.shape), p.root_folder + first[1],
                                     shape_text(first[2])))
-            images.append(image)
-            labels.append(label)
+            items.append(item)
             self.line += 1
             if self.line == len(self.lines):
                 self.line = 0
                 if p.shuffle:
                     self.order_rng.shuffle(self.lines)
-        return np.stack(images), np.stack(labels)
+        return tuple(np.stack(column) for column in zip(*items))
 
     def transform(self, number, image_path, image):
         """Mean and scale of transform_param applied to one uint8 image."""
