@@ -66,7 +66,7 @@ class TorchMirror:
     def forward(self):
         blobs = dict(self.inputs)
         for name, layer, bottoms, tops in zip(self.net.layer_names, self.net.layers,
-                                             self.net.bottom_names, self.net.top_names):
+                                             self.net.layer_bottom_names, self.net.layer_top_names):
             if layer.type == "Input":
                 continue
             outs = self.layer(layer, [blobs[b] for b in bottoms], self.weights.get(name, []))

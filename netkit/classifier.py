@@ -3,6 +3,7 @@ caffe.Classifier), by resizing, then ten-crop oversampling or a centre crop."""
 import numpy as np
 
 from . import io
+from .errors import NetkitError
 from .layer import TEST
 from .net import Net
 
@@ -20,6 +21,10 @@ class Classifier(Net):
     def __init__(self, model_file, pretrained_file, image_dims=None, mean=None,
                  input_scale=None, raw_scale=None, channel_swap=None, backend=None):
         Net.__init__(self, model_file, phase=TEST, weights=pretrained_file, backend=backend)
+        if not self.inputs:
+            raise NetkitError("%s: a Classifier needs a deploy net whose images come in "
+                              "through an Input layer (or input: fields); this net has none "
+                              "(a train/val net reads its own data)" % self.source)
         in_ = self.inputs[0]
         self.transformer = io.Transformer({in_: self.blobs[in_].data.shape})
         self.transformer.set_transpose(in_, (2, 0, 1))

@@ -16,6 +16,7 @@ before shrinking unless told not to, so pycaffe on it gives slightly softer inpu
 import numpy as np
 
 from . import netkit_pb2 as pb
+from . import netkit_pb2 as caffe_pb2  # noqa: F401  (pycaffe's caffe.io.caffe_pb2)
 from .data.datum import array_to_datum as _array_to_datum
 from .data.datum import datum_to_array as _datum_to_array
 from .weights import array_to_blob_proto, blob_proto_to_array

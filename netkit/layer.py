@@ -84,10 +84,12 @@ class Layer:
 
     def reshape(self, bottom, top):
         """Shape the tops from the bottoms; called before every forward."""
-        raise NotImplementedError("layer %s must implement reshape" % type(self).__name__)
+        raise LayerSetupError("layer class %s does not implement reshape(bottom, top)"
+                              % type(self).__name__)
 
     def forward(self, bottom, top):
-        raise NotImplementedError("layer %s must implement forward" % type(self).__name__)
+        raise LayerSetupError("layer class %s does not implement forward(bottom, top)"
+                              % type(self).__name__)
 
     def backward(self, top, propagate_down, bottom):
         """Default: a layer with no gradient (Caffe's NOT_IMPLEMENTED is an error only if reached)."""

@@ -80,6 +80,15 @@ class Net(NetConveniences):
     def _where(self, layer_param):
         return "%s: layer '%s' (type %s)" % (self.source, layer_param.name, layer_param.type)
 
+    def _named(self, error, layer_param):
+        """`error` as a NetkitError that names the file and the layer it came from (bad
+        parameters, a shape that changed, data met in a pass such as a label out of range)."""
+        if not isinstance(error, NetkitError):
+            return NetkitError("%s: %s" % (self._where(layer_param), error))
+        if "layer '%s'" % layer_param.name not in str(error):
+            error.args = ("%s: %s" % (self._where(layer_param), error),) + error.args[1:]
+        return error
+
     def _build(self, param, state, loaded=frozenset()):
         from .upgrade import upgrade_net
         param = upgrade_net(param, self.source)
@@ -91,7 +100,7 @@ class Net(NetConveniences):
         self.layer_names = []
         self.blobs = OrderedDict()
         self.bottom_vecs, self.top_vecs = [], []
-        self.bottom_names, self.top_names = [], []
+        self.layer_bottom_names, self.layer_top_names = [], []
         self.loss_weights = []  # per layer: list of (top index, weight)
         blob_need_backward = {}
         available = OrderedDict()
@@ -149,8 +158,8 @@ class Net(NetConveniences):
                 with fillers.skipped(lp.name in loaded):
                     layer.setup(bottom, top)
                 layer.reshape(bottom, top)
-            except (LayerSetupError, ValueError) as e:
-                raise NetkitError("%s: %s" % (where, e)) from None
+            except (LayerSetupError, NetkitError, ValueError) as e:
+                raise self._named(e, lp) from None
             logger.info("Setting up %s", lp.name)
             for blob in top:
                 logger.info("Top shape: %s", blob.shape_string())
@@ -158,8 +167,8 @@ class Net(NetConveniences):
             self.layer_names.append(lp.name)
             self.bottom_vecs.append(bottom)
             self.top_vecs.append(top)
-            self.bottom_names.append(list(lp.bottom))
-            self.top_names.append(top_names)
+            self.layer_bottom_names.append(list(lp.bottom))
+            self.layer_top_names.append(top_names)
             self.bottom_need_backward.append(need)
             self.loss_weights.append(self._loss_weights(layer, lp, len(top), where))
 
@@ -187,7 +196,7 @@ class Net(NetConveniences):
             logger.info("This network produces output %s", name)
         logger.info("Network initialization done.")
         self.inputs = [name for i, layer in enumerate(self.layers) if layer.type == "Input"
-                       for name in self.top_names[i]]
+                       for name in self.layer_top_names[i]]
 
     def _loss_weights(self, layer, lp, num_top, where):
         weights = list(lp.loss_weight)
@@ -243,14 +252,14 @@ class Net(NetConveniences):
         under_loss, skip = set(), set()
         for i in range(len(self.layers) - 1, -1, -1):
             contributes = any(w for _, w in self.loss_weights[i]) or any(
-                n in under_loss for n in self.top_names[i])
-            skip_down = all(n in skip for n in self.top_names[i])
+                n in under_loss for n in self.layer_top_names[i])
+            skip_down = all(n in skip for n in self.layer_top_names[i])
             if self.layer_need_backward[i] and skip_down:
                 self.layer_need_backward[i] = False
                 self.bottom_need_backward[i] = [False] * len(self.bottom_vecs[i])
             if not contributes:
                 self.layer_need_backward[i] = False
-            for k, name in enumerate(self.bottom_names[i]):
+            for k, name in enumerate(self.layer_bottom_names[i]):
                 if contributes:
                     under_loss.add(name)
                 else:
@@ -272,7 +281,7 @@ class Net(NetConveniences):
 
     def output_loss_weight(self, name):
         """The loss weight of the layer top named `name` (0 if it is not a loss)."""
-        for i, tops in enumerate(self.top_names):
+        for i, tops in enumerate(self.layer_top_names):
             for j, w in self.loss_weights[i]:
                 if tops[j] == name:
                     return w
@@ -293,12 +302,8 @@ class Net(NetConveniences):
             try:
                 layer.reshape(bottom, top)
                 layer.forward(bottom, top)
-            except LayerSetupError as e:  # a shape that changed: say where
-                raise NetkitError("%s: %s" % (self._where(self.param.layer[i]), e)) from None
-            except NetkitError as e:  # data met in forward, a label out of range: say where
-                if "layer '%s'" % self.layer_names[i] not in str(e):
-                    e.args = ("%s: %s" % (self._where(self.param.layer[i]), e),) + e.args[1:]
-                raise
+            except (LayerSetupError, NetkitError) as e:
+                raise self._named(e, self.param.layer[i]) from None
             for j, w in self.loss_weights[i]:
                 # The loss weight rides in the top's diff, as in Caffe: backward reads it.
                 top[j].diff[...] = w
@@ -310,18 +315,31 @@ class Net(NetConveniences):
         start = len(self.layers) - 1 if start is None else start
         for i in range(start, end - 1, -1):
             if self.layer_need_backward[i]:
-                self.layers[i].backward(self.top_vecs[i], self.bottom_need_backward[i],
-                                        self.bottom_vecs[i])
+                try:
+                    self.layers[i].backward(self.top_vecs[i], self.bottom_need_backward[i],
+                                            self.bottom_vecs[i])
+                except (LayerSetupError, NetkitError) as e:
+                    raise self._named(e, self.param.layer[i]) from None
 
     def forward(self, blobs=None, start=None, end=None, **kwargs):
-        """pycaffe's forward: set input blobs from kwargs, run, return {output: data}."""
+        """pycaffe's forward: set input blobs from kwargs (reshaping them to the arrays'
+        shapes), run, return {output: data}. Inputs of a shape the net cannot take are an
+        error that leaves the net's shapes as they were."""
+        shapes = {name: self.blobs[name].shape for name in kwargs}
         for name, value in kwargs.items():
-            self.blobs[name].reshape(value.shape)
+            self.blobs[name].reshape(np.shape(value))
             self.blobs[name].data[...] = self.backend.asarray(np.asarray(value, np.float32))
         i = 0 if start is None else self.layer_index(start)
         j = len(self.layers) - 1 if end is None else self.layer_index(end)
-        self.loss = self.forward_layers(i, j)
-        names = list(self.outputs if end is None else self.top_names[j]) + list(blobs or [])
+        try:
+            self.loss = self.forward_layers(i, j)
+        except NetkitError:
+            if any(self.blobs[name].shape != shape for name, shape in shapes.items()):
+                for name, shape in shapes.items():
+                    self.blobs[name].reshape(shape)
+                self.reshape()
+            raise
+        names = list(self.outputs if end is None else self.layer_top_names[j]) + list(blobs or [])
         return OrderedDict((n, self.blobs[n].data) for n in names)
 
     def backward(self, diffs=None, start=None, end=None, **kwargs):

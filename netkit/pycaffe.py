@@ -2,9 +2,9 @@
 
 `NetConveniences` is a base of netkit's Net: `forward_all` and `forward_backward_all`
 (batched passes over any number of inputs), `share_with`, `save_hdf5` / `load_hdf5`,
-`layer_dict`, `blob_loss_weights` and the `_layer_names` / `_blob_names` lists of pycaffe's
-Net. `layer_type_list()` names the
-registered layer types, as `caffe.layer_type_list()`.
+`top_names` / `bottom_names`, `layer_dict`, `blob_loss_weights` and the `_layer_names` /
+`_blob_names` lists of pycaffe's Net. `layer_type_list()` names the registered layer
+types, as `caffe.layer_type_list()`.
 """
 from collections import OrderedDict
 from itertools import zip_longest
@@ -31,6 +31,16 @@ class NetConveniences:
     @property
     def _blob_names(self):
         return list(self.blobs)
+
+    @property
+    def top_names(self):
+        """{layer name: its top blob names}, in net order (pycaffe's Net.top_names)."""
+        return OrderedDict(zip(self.layer_names, self.layer_top_names))
+
+    @property
+    def bottom_names(self):
+        """{layer name: its bottom blob names}, in net order (pycaffe's Net.bottom_names)."""
+        return OrderedDict(zip(self.layer_names, self.layer_bottom_names))
 
     @property
     def layer_dict(self):

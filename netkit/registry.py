@@ -1,8 +1,10 @@
 """Name -> class registries, with errors that list what is known."""
 import difflib
 
+from .errors import NetkitError
 
-class UnknownTypeError(KeyError):
+
+class UnknownTypeError(NetkitError, KeyError):
     def __str__(self):
         return self.args[0]
 

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from netkit.tools.cli import normalize_argv, parse_gpus
@@ -76,6 +77,90 @@ def test_unknown_layer_type_lists_known_types(tmp_path):
     line = one_line_error(netkit("time", "--model=%s" % net))
     assert "unknown layer type 'Convolutoin'" in line and "Convolution" in line
     assert str(net) in line and "layer 'x'" in line
+
+
+DUMMY_NET = ('layer { name: "x" type: "DummyData" top: "x" top: "y" dummy_data_param { '
+             'shape { dim: 4 dim: 3 } shape { dim: 4 } data_filler { type: "gaussian" } '
+             'data_filler { type: "constant" value: 1 } } }\n'
+             'layer { name: "ip" type: "InnerProduct" bottom: "x" top: "ip" '
+             'inner_product_param { num_output: 2 weight_filler { type: "%s" } } }\n'
+             'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "y" top: "loss" }\n'
+             'layer { name: "acc" type: "Accuracy" bottom: "ip" bottom: "y" top: "acc" }\n')
+
+
+def test_filler_typo_names_file_and_layer(tmp_path):
+    net = tmp_path / "net.prototxt"
+    net.write_text(DUMMY_NET % "xavierr")
+    line = one_line_error(netkit("time", "-model", str(net), "-iterations", "1"))
+    assert "%s: layer 'ip' (type InnerProduct): unknown filler type 'xavierr'" % net in line
+    assert "did you mean 'xavier'" in line
+
+
+@pytest.mark.parametrize("command", ["test", "time"])
+@pytest.mark.parametrize("count", ["0", "-5"])
+def test_iterations_must_be_positive(tmp_path, command, count):
+    net = tmp_path / "net.prototxt"
+    net.write_text(DUMMY_NET % "xavier")
+    result = netkit(command, "-model", str(net), "-iterations", count)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "Invalid value for '--iterations'" in result.stderr
+
+
+def test_test_iter_zero_tests_nothing(tmp_path):
+    """test_iter: 0 runs the test pass with no batches; Caffe then prints no outputs."""
+    net = tmp_path / "net.prototxt"
+    net.write_text(DUMMY_NET % "xavier")
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('net: "%s" test_iter: 0 test_interval: 1 base_lr: 0.1 lr_policy: "fixed" '
+                      'max_iter: 2 display: 1 snapshot_after_train: false' % net)
+    result = netkit("train", "-solver", str(solver))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Testing net (#0)" in result.stderr and "Test net output" not in result.stderr
+
+
+def test_python_layer_without_reshape_names_file_and_layer(tmp_path):
+    (tmp_path / "halfdone.py").write_text(
+        "import netkit\n"
+        "class NoReshape(netkit.Layer):\n"
+        "    def setup(self, bottom, top):\n"
+        "        pass\n"
+        "    def forward(self, bottom, top):\n"
+        "        pass\n")
+    net = tmp_path / "net.prototxt"
+    net.write_text('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 } } }\n'
+                   'layer { name: "p" type: "Python" bottom: "x" top: "y" python_param { '
+                   'module: "halfdone" layer: "NoReshape" } }\n')
+    line = one_line_error(netkit("time", "-model", str(net), "-iterations", "1", cwd=tmp_path))
+    assert "%s: layer 'p' (type Python): layer class NoReshape does not implement reshape" \
+        % net in line
+
+
+def test_classify_errors_are_one_line(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    deploy = tmp_path / "deploy.prototxt"
+    deploy.write_text('layer { name: "data" type: "Input" top: "data" input_param { shape { '
+                      'dim: 1 dim: 3 dim: 6 dim: 6 } } }\nlayer { name: "fc" type: '
+                      '"InnerProduct" bottom: "data" top: "fc" inner_product_param { '
+                      'num_output: 2 } }\nlayer { name: "prob" type: "Softmax" bottom: "fc" '
+                      'top: "prob" }\n')
+    weights = tmp_path / "w.caffemodel"
+    from netkit import TEST, Net
+    Net(str(deploy), TEST).save(str(weights))
+    image = tmp_path / "im.png"
+    cv2.imwrite(str(image), np.zeros((10, 10, 3), np.uint8))
+    train = tmp_path / "train.prototxt"
+    train.write_text(DUMMY_NET % "xavier")
+    cases = [(["-model", str(train)], "needs a deploy net"),
+             (["-model", str(deploy), "-mean_value", "1,2"], "one value per input channel"),
+             (["-model", str(deploy), "-channel_swap", "1,0"], "one value per input channel"),
+             (["-model", str(deploy), "-images_dim", "4,4"], "larger than the 4x4 images"),
+             (["-model", str(deploy), "-images_dim", "4,4,4"], "HEIGHT,WIDTH")]
+    for args, message in cases:
+        line = one_line_error(netkit("classify", *args, "-weights", str(weights), str(image)))
+        assert message in line, (args, line)
+    square = netkit("classify", "-model", str(deploy), "-weights", str(weights),
+                    "-images_dim", "8", str(image))
+    assert square.returncode == 0, square.stderr[-2000:]
 
 
 def test_malformed_prototxt(tmp_path):

@@ -113,6 +113,30 @@ def test_layer_list_through_the_installed_command():
     assert "SoftmaxWithLoss" in result.stdout.split()
 
 
+def test_gradcheck_skips_relu_kinks_by_default(capsys, tmp_path):
+    """Without --kink_range, inputs within a step of ReLU's kink are skipped (the numeric
+    derivative straddles it there), so a correct ReLU net passes; --kink_range 0 checks
+    them and may fail; zero weights put every ReLU input at the kink: SKIP."""
+    net = tmp_path / "relu.prototxt"
+    net.write_text('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 4 '
+                   'dim: 6 } } }\nlayer { name: "ip" type: "InnerProduct" bottom: "x" '
+                   'top: "h" inner_product_param { num_output: 8 weight_filler { type: '
+                   '"%s" } } }\nlayer { name: "relu" type: "ReLU" bottom: "h" top: "r" }\n')
+    text = net.read_text()
+    net.write_text(text % "gaussian")
+    code, lines, err = run(capsys, "gradcheck", "--model", str(net), "--stepsize", "0.5")
+    assert code == 0, (lines, err)
+    relu = [line for line in lines if line.startswith("relu (ReLU)")]
+    assert relu and relu[0].endswith("PASS") and "at the kink" in relu[0]
+    code, lines, _ = run(capsys, "gradcheck", "--model", str(net), "--stepsize", "0.5",
+                         "--kink_range", "0")
+    assert code == 1 and any(l.startswith("relu (ReLU)") and ": FAIL" in l
+                             for l in lines), lines
+    net.write_text(text % "constant")
+    code, lines, _ = run(capsys, "gradcheck", "--model", str(net))
+    assert code == 0 and [l for l in lines if l.startswith("relu")][0].endswith("SKIP"), lines
+
+
 def test_gradcheck_passes_on_a_correct_net(capsys, model):
     code, lines, err = run(capsys, "gradcheck", "--model", model(), "--kink_range", "0.02",
                            "--max_checks", "30")

@@ -375,7 +375,7 @@ def randomize(net, rng, x):
         blobs = net.params.get(name, [])
         if layer.type == "BatchNorm":
             mean, var, factor = blobs
-            bottom = net.blobs[net.bottom_names[net.layer_index(name)][0]].data
+            bottom = net.blobs[net.layer_bottom_names[net.layer_index(name)][0]].data
             mean.data[...] = bottom.mean(axis=(0, 2, 3))
             var.data[...] = bottom.var(axis=(0, 2, 3)) + 0.01
             factor.data[...] = 1

@@ -82,7 +82,7 @@ def test_probabilities_and_every_blob_match_opencv(model, backend):
     # An in-place chain leaves a blob holding its last layer's result: compare each blob
     # with OpenCV's output of the last layer that writes it.
     last_writer = {}
-    for name, tops in zip(net.layer_names, net.top_names):
+    for name, tops in zip(net.layer_names, net.layer_top_names):
         for top in tops:
             last_writer[top] = name
     compared = 0

@@ -357,3 +357,25 @@ def test_forward_backward_all_share_with_and_hdf5_weights(tmp_path):
     for name in ("conv", "score"):
         for a, b in zip(fresh.params[name], net.params[name]):
             np.testing.assert_array_equal(a.data, b.data)
+
+
+def test_pycaffe_idioms_names_proto_and_a_bad_input_shape(tmp_path):
+    """net.top_names / bottom_names are {layer: blob names} as in pycaffe;
+    caffe.proto.caffe_pb2 and caffe.io.caffe_pb2 are the schema; an input the net cannot
+    take is an error that leaves the net working at its old shape."""
+    path = tmp_path / "deploy.prototxt"
+    path.write_text(small_deploy(batch=2, size=8))
+    net = caffe.Net(str(path), caffe.TEST)
+    assert list(net.top_names) == net.layer_names
+    assert net.top_names["conv"] == ["conv"] and net.bottom_names["relu"] == ["pool"]
+    mean = caffe.proto.caffe_pb2.BlobProto()
+    mean.shape.dim.extend([1, 3, 1, 1])
+    mean.data.extend([1.0, 2.0, 3.0])
+    assert caffe.io.blobproto_to_array(mean).shape == (1, 3, 1, 1)
+    assert caffe.io.caffe_pb2.Datum is caffe.proto.caffe_pb2.Datum
+    x = np.random.RandomState(0).rand(2, 3, 8, 8).astype(np.float32)
+    before = net.forward(data=x)["prob"].copy()
+    with pytest.raises(caffe.NetkitError, match="layer 'score'"):
+        net.forward(data=np.zeros((2, 3, 12, 12), np.float32))
+    assert net.blobs["data"].shape == (2, 3, 8, 8)
+    np.testing.assert_array_equal(net.forward(data=x)["prob"], before)

@@ -20,7 +20,6 @@ import importlib
 import importlib.util
 import os
 import sys
-import types
 
 from ..blob import Blob
 from ..layer import TRAIN, Layer, LayerSetupError
@@ -70,9 +69,7 @@ def _alias_pycaffe():
     if "caffe" in sys.modules or importlib.util.find_spec("caffe") is not None:
         return
     import netkit
-    from .. import io, netkit_pb2
-    proto = types.ModuleType("caffe.proto", "netkit's schema under pycaffe's name")
-    proto.caffe_pb2 = netkit_pb2
+    from .. import io, netkit_pb2, proto
     sys.modules.update(zip(PYCAFFE_ALIASES, (netkit, io, proto, netkit_pb2)))
     logger.info("Python layers: `import caffe` refers to netkit (no pycaffe is installed)")
 

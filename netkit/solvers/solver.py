@@ -258,7 +258,7 @@ class Solver(abc.ABC):
             bad = [j for j, blob in enumerate(top) if not bool(xp.isfinite(blob.data).all())]
             if bad:
                 culprit = "the first non-finite top is '%s' of layer '%s' (type %s)" % (
-                    net.top_names[i][bad[0]], net.layer_names[i], layer.layer_param.type)
+                    net.layer_top_names[i][bad[0]], net.layer_names[i], layer.layer_param.type)
                 break
         raise NetkitError("training diverged at iteration %d: the loss is %s; %s"
                           % (self.iter, fmt(loss), culprit))
@@ -350,6 +350,8 @@ class Solver(abc.ABC):
         if self.requested_early_exit:
             logger.info("Test interrupted.")
             return
+        if scores is None:  # test_iter: 0 tests nothing, and Caffe then prints no outputs
+            return {}
         if p.test_compute_loss:
             logger.info("Test loss: %s", fmt(loss / p.test_iter[i]))
         if detection:

@@ -87,18 +87,28 @@ def command(model, weights, mean_file, mean_value, raw_scale, input_scale, chann
     mean = read_mean(mean_file) if mean_file else (
         np.array(numbers(mean_value, float, "--mean_value"), np.float32) if mean_value else None)
     names = read_labels(labels) if labels else None
-    classifier = Classifier(model, weights, backend=make_backend(gpu, None),
-                            image_dims=numbers(images_dim, int, "--images_dim")
-                            if images_dim else None,
-                            mean=mean, input_scale=input_scale, raw_scale=raw_scale,
-                            channel_swap=numbers(channel_swap, int, "--channel_swap"))
+    dims = numbers(images_dim, int, "--images_dim") if images_dim else None
+    if dims is not None and len(dims) not in (1, 2):
+        raise NetkitError("--images_dim expects HEIGHT,WIDTH (or one size for both), got '%s'"
+                          % images_dim)
+    try:
+        classifier = Classifier(model, weights, backend=make_backend(gpu, None),
+                                image_dims=dims * (3 - len(dims)) if dims else None,
+                                mean=mean, input_scale=input_scale, raw_scale=raw_scale,
+                                channel_swap=numbers(channel_swap, int, "--channel_swap"))
+    except ValueError as e:  # the Transformer's: mean or channel_swap against the input
+        raise NetkitError("%s: %s (--mean/--mean_value and --channel_swap must have one value "
+                          "per input channel)" % (model, e)) from None
     inputs = []
     for path in images:
         try:
             inputs.append(load_image(path))
         except (OSError, ValueError, ImportError) as e:
             raise NetkitError("%s: cannot read the image: %s" % (path, e)) from None
-    probs = classifier.predict(inputs, oversample=not center_only)
+    try:
+        probs = classifier.predict(inputs, oversample=not center_only)
+    except ValueError as e:  # e.g. a crop larger than --images_dim
+        raise NetkitError("%s: %s" % (model, e)) from None
     if names is not None and len(names) != probs.shape[1]:
         raise NetkitError("%s has %d labels but the net gives %d classes"
                           % (labels, len(names), probs.shape[1]))

@@ -198,7 +198,8 @@ def _train(ctx, world, solver, snapshot, weights, gpu, backend, level, stage, si
 @cli.command()
 @click.option("--model", required=False, help="Net prototxt.")
 @click.option("--weights", default="", help="Trained .caffemodel file(s), comma-separated.")
-@click.option("--iterations", default=50, type=int, help="Number of batches to run.")
+@click.option("--iterations", default=50, type=click.IntRange(min=1),
+              help="Number of batches to run.")
 @gpu_option
 @backend_option
 @level_option
@@ -237,7 +238,8 @@ def test(model, weights, iterations, gpu, backend, level, stage):
 
 @cli.command("time")
 @click.option("--model", required=False, help="Net prototxt.")
-@click.option("--iterations", default=50, type=int, help="Number of timed iterations.")
+@click.option("--iterations", default=50, type=click.IntRange(min=1),
+              help="Number of timed iterations.")
 @click.option("--phase", default="TRAIN", type=click.Choice(["TRAIN", "TEST"]))
 @gpu_option
 @backend_option

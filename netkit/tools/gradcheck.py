@@ -13,7 +13,9 @@ import click
               help="Largest |analytic - numeric| / max(|analytic|, |numeric|, 1) to pass.")
 @click.option("--kink", default=0.0, type=float,
               help="Skip bottom elements x with ||x| - kink| < kink_range (0: ReLU's kink).")
-@click.option("--kink_range", default=-1.0, type=float, help="Width of the kink (<= 0: off).")
+@click.option("--kink_range", default=None, type=float,
+              help="Half-width of the kink (default: the stepsize, so ReLU inputs at 0 are "
+                   "skipped; <= 0: off).")
 @click.option("--max_checks", default=200, type=int,
               help="Elements sampled per blob (0: every element).")
 @click.option("--seed", default=1701, type=int, help="Seed of inputs, samples and R.")
@@ -37,6 +39,8 @@ def command(model, layer_names, phase, weights, stepsize, threshold, kink, kink_
     from .cli import make_backend
     if not model:
         raise NetkitError("need a model definition to check (--model net.prototxt)")
+    if kink_range is None:
+        kink_range = stepsize
     set_random_seed(seed)
     net = Net(model, phase=TRAIN if phase == "TRAIN" else TEST, weights=weights or None,
               level=level, stages=[s for s in stage.split(",") if s],
@@ -54,7 +58,7 @@ def command(model, layer_names, phase, weights, stepsize, threshold, kink, kink_
             if layer_names:
                 click.echo("%s: nothing to check: %s" % (where, check.skipped))
             continue
-        bottom_names = net.bottom_names[check.index]
+        bottom_names = net.layer_bottom_names[check.index]
         for r in check.results:
             what = r.what
             if what.startswith("bottom["):

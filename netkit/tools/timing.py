@@ -17,13 +17,13 @@ def backward_as_in_training(net):
     for i, layer in enumerate(net.layers):
         has_params = bool(layer.blobs)
         need = [name in learned and layer.allow_force_backward(k)
-                for k, name in enumerate(net.bottom_names[i])]
+                for k, name in enumerate(net.layer_bottom_names[i])]
         net.bottom_need_backward[i] = need
         net.layer_need_backward[i] = has_params or any(need)
         if has_params:
             layer.param_propagate_down = [True] * len(layer.blobs)
         if net.layer_need_backward[i]:
-            learned.update(net.top_names[i])
+            learned.update(net.layer_top_names[i])
 
 
 def time_net(model, iterations, phase="TRAIN", backend=None, level=0, stages=()):
