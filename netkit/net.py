@@ -67,7 +67,7 @@ class Net(NetConveniences):
         self.name = param.name
         # Weights are opened first so that layers they cover skip their random fill (a
         # VGG-size net would spend seconds drawing values that are overwritten at once).
-        sources = [Weights(path) for path in str(weights).split(",")] if weights else []
+        sources = [Weights(path) for path in str(weights).split(",") if path] if weights else []
         token = building_source.set(self.source)
         try:
             self._build(param, state, set().union(*(s.names for s in sources)))

@@ -35,6 +35,9 @@ def read_text(path, message):
             data = f.read()
     except OSError as e:
         raise NetkitError("%s: cannot read: %s" % (path, e.strerror or e)) from None
+    if b"\x00" in data[:4096]:
+        raise NetkitError("%s: a binary file (a .caffemodel or .solverstate?), not prototxt "
+                          "text; were two arguments swapped?" % path)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -100,13 +103,27 @@ def _running(pid):
     return True
 
 
+def check_writable_directory(path):
+    """Refuse, naming it, an output `path` whose directory does not exist or that is a
+    directory itself (a staged write would otherwise fail on its hidden temporary name)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise NetkitError("cannot write %s: directory %s does not exist" % (path, directory))
+    if os.path.isdir(path):
+        raise NetkitError("cannot write %s: it is a directory" % path)
+
+
 def temporary_beside(path):
     """(fd, name) of a new hidden temporary file in `path`'s directory, with the permissions
     a plain open() would give (mkstemp's own are owner-only). Stale ones from crashed
     writers there are removed first."""
     directory = os.path.dirname(os.path.abspath(path))
+    check_writable_directory(path)
     remove_stale_staging(directory)
-    fd, tmp = tempfile.mkstemp(prefix=staging_prefix(path), suffix=".tmp", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=staging_prefix(path), suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise NetkitError("cannot write %s: %s" % (path, e.strerror or e)) from None
     umask = os.umask(0)
     os.umask(umask)
     os.fchmod(fd, 0o666 & ~umask)
@@ -125,6 +142,13 @@ def replaced_atomically(path):
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if e.filename != tmp:
+            raise
+        # The staged name means nothing to the user: say which file could not be written.
+        raise NetkitError("cannot write %s: %s" % (path, e.strerror or e)) from None
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

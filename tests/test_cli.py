@@ -246,3 +246,49 @@ def test_in_process_main_leaves_the_log_on_the_current_stderr(tmp_path, capsys):
         logger.setLevel(saved[1])
     err = capsys.readouterr().err
     assert "after the call" in err and "Logging error" not in err, err
+
+
+def test_more_mistakes_are_one_clear_line(tmp_path):
+    """Mistakes a Caffe user makes, each one line naming what the user gave (never a
+    hidden temporary file) and found before any training."""
+    import h5py
+    net = tmp_path / "net.prototxt"
+    net.write_text(DUMMY_NET % "xavier")
+
+    def solver(extra):
+        path = tmp_path / ("solver%d.prototxt" % len(list(tmp_path.glob("solver*"))))
+        path.write_text('net: "%s" base_lr: 0.1 display: 1 %s' % (net, extra))
+        return str(path)
+
+    weights = tmp_path / "w.caffemodel"
+    from netkit import TRAIN, Net
+    Net(str(net), TRAIN).save(str(weights))
+    h5 = tmp_path / "d.h5"
+    with h5py.File(h5, "w") as f:
+        f["x"] = np.zeros((4, 3), np.float32)
+    h5net = tmp_path / "h5.prototxt"
+    h5net.write_text('layer { name: "d" type: "HDF5Data" top: "x" hdf5_data_param { '
+                     'source: "%s" batch_size: 2 } }\n' % h5)
+    cases = [
+        (("train", "-solver", solver('lr_policy: "fixed" max_iter: 2 snapshot: 1 '
+                                     'snapshot_prefix: "%s"' % (tmp_path / "nodir" / "s"))),
+         "cannot write to snapshot prefix"),
+        (("train", "-solver", solver('lr_policy: "stepp" max_iter: 2')),
+         "unknown lr_policy 'stepp'"),
+        (("train", "-solver", solver('lr_policy: "fixed" max_iter: 2'), "-snapshot",
+          str(weights)),
+         "is a weights file; --snapshot resumes from a .solverstate"),
+        (("test", "-model", str(weights), "-weights", str(net), "-iterations", "1"),
+         "a binary file (a .caffemodel or .solverstate?), not prototxt text"),
+        (("time", "-model", str(h5net), "-iterations", "1"), "is an HDF5 file; source names"),
+        (("draw_net", str(net), str(tmp_path / "nodir" / "net.svg")),
+         "cannot write %s: directory %s does not exist" % (tmp_path / "nodir" / "net.svg",
+                                                           tmp_path / "nodir")),
+        (("device_query", "-gpu", "-1"), "device_query needs a GPU id"),
+    ]
+    for args, message in cases:
+        line = one_line_error(netkit(*args))
+        assert message in line, (args, line)
+    assert os.path.basename(cases[1][0][2]) in one_line_error(netkit(*cases[1][0]))
+    ok = netkit("test", "-model", str(net), "-weights", "%s," % weights, "-iterations", "1")
+    assert ok.returncode == 0, ok.stderr[-2000:]

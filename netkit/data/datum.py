@@ -15,6 +15,7 @@ import lmdb
 import numpy as np
 
 from .. import netkit_pb2 as pb
+from ..errors import NetkitError
 from ..log import logger
 from ..protoio import remove_stale_staging, staging_prefix
 from . import shape_text
@@ -224,6 +225,8 @@ def staged_directory(path, replace=False):
     only once the new one is complete."""
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        raise NetkitError("cannot write %s: directory %s does not exist" % (path, parent))
     remove_stale_staging(parent)
     tmp = tempfile.mkdtemp(prefix=staging_prefix(path), suffix=".tmp", dir=parent)
     try:

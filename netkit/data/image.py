@@ -34,6 +34,8 @@ def read_image(cv2, path, height=0, width=0, is_color=True):
     As Caffe's ReadImageToCVMat: imread in colour (3 channels) or grey (1 channel), then
     resized with linear interpolation to (height, width) when both are positive.
     """
+    if not os.path.isfile(path):
+        return None  # (before OpenCV, which would print a warning of its own)
     image = cv2.imread(path, cv2.IMREAD_COLOR if is_color else cv2.IMREAD_GRAYSCALE)
     if image is None:
         return None

@@ -20,6 +20,7 @@ from ..layer import TRAIN, Layer, LayerSetupError
 from ..log import logger
 from ..parallel import solver_count, solver_rank
 from ..registry import layers
+from ..weights import HDF5_SIGNATURE
 
 
 @layers.register("HDF5Data")
@@ -39,8 +40,13 @@ class HDF5DataLayer(Layer):
             raise LayerSetupError("hdf5_data_param.batch_size must be positive, got %d"
                                   % p.batch_size)
         logger.info("Loading list of HDF5 filenames from: %s", p.source)
-        with open(p.source) as f:
-            self._files = f.read().split()
+        with open(p.source, "rb") as f:
+            text = f.read()
+        if text.startswith(HDF5_SIGNATURE):
+            raise LayerSetupError("hdf5_data_param.source %s is an HDF5 file; source names a "
+                                  "text file listing the .h5 files, one per line"
+                                  % p.source)
+        self._files = text.decode("utf-8", "replace").split()
         logger.info("Number of HDF5 files: %d", len(self._files))
         if not self._files:
             raise LayerSetupError("hdf5_data_param.source %s lists no HDF5 files" % p.source)

@@ -114,6 +114,15 @@ class Solver(abc.ABC):
                 and (p.test_net or p.test_net_param):
             raise NetkitError("%s: test_iter must be given for each test net" % self.source)
 
+    def _check_snapshot_directory(self):
+        """Caffe's CheckSnapshotWritePermissions, before any training: a snapshot_prefix in
+        a missing directory would otherwise fail at the first snapshot, hours in."""
+        directory = os.path.dirname(os.path.abspath(self.param.snapshot_prefix))
+        if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+            raise NetkitError("%s: cannot write to snapshot prefix '%s'; make sure that the "
+                              "directory %s exists and is writable"
+                              % (self.source, self.param.snapshot_prefix, directory))
+
     def _net_source(self):
         p = self.param
         sources = [f for f in ("net", "net_param", "train_net", "train_net_param") if p.HasField(f)]
@@ -163,7 +172,7 @@ class Solver(abc.ABC):
 
     def copy_weights(self, weights):
         """Fine-tuning: copy comma-separated .caffemodel files into the train and test nets."""
-        for path in weights.split(","):
+        for path in filter(None, weights.split(",")):
             for net in [self.net] + self.test_nets:
                 net.copy_from(path)
 
@@ -172,6 +181,8 @@ class Solver(abc.ABC):
         p = self.param
         logger.info("Solving %s", self.net.name)
         logger.info("Learning Rate Policy: %s", p.lr_policy)
+        if self.root_solver and (p.snapshot or p.snapshot_after_train):
+            self._check_snapshot_directory()
         self.requested_early_exit = False
         if resume_file:
             logger.info("Restoring previous solver status from %s", resume_file)
@@ -195,6 +206,11 @@ class Solver(abc.ABC):
 
     def step(self, iters):
         p = self.param
+        if iters > 0:
+            try:  # an unknown lr_policy, or one without its fields: before the first pass
+                learning_rate(p, self.iter, self.current_step)
+            except NetkitError as e:
+                raise NetkitError("%s: %s" % (self.source, e)) from None
         start_iter, stop_iter = self.iter, self.iter + iters
         self.losses, self.smoothed_loss = [], 0.0
         last_iter, timer = self.iter, time.time()
@@ -534,6 +550,9 @@ class Solver(abc.ABC):
     def restore(self, path):
         """Load a .solverstate (binary) or .solverstate.h5 (HDF5, by extension as Caffe)."""
         from ..weights import blob_proto_to_array
+        if path.endswith((".caffemodel", ".caffemodel.h5")):
+            raise NetkitError("%s is a weights file; --snapshot resumes from a .solverstate "
+                              "(to start from weights, give --weights)" % path)
         if path.endswith(".h5"):
             it, learned, step, arrays = self._read_state_hdf5(path)
         else:

@@ -258,7 +258,10 @@ def time_(model, iterations, phase, gpu, backend, level, stage):
 def device_query(gpu):
     """Show what CuPy sees of the GPU(s)."""
     from ..backend import BackendError, GPUBackend
-    ids = parse_gpus(gpu if gpu is not None else "0") or [0]
+    ids = parse_gpus(gpu if gpu is not None else "0")
+    if not ids:
+        raise NetkitError("device_query needs a GPU id (--gpu N, N,M or all); --gpu -1 is the "
+                          "CPU, which has no device to query")
     for i in ids:
         try:
             be = GPUBackend(i)
