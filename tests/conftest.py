@@ -20,6 +20,15 @@ def pytest_generate_tests(metafunc):
 
 
 @pytest.fixture
+def closing():
+    """Collects layers and nets and closes them (prefetch threads, files) after the test."""
+    made = []
+    yield made.append
+    for thing in made:
+        getattr(thing, "close", lambda: None)()  # HDF5Data holds no thread
+
+
+@pytest.fixture
 def backend(request):
     from netkit.backend import get_backend
     from netkit.rng import set_random_seed

@@ -58,15 +58,6 @@ def windows(image, mean, crop, scale):
     return out
 
 
-@pytest.fixture
-def closing():
-    """Collects Data layers and closes them (stopping their threads) after the test."""
-    made = []
-    yield made.append
-    for layer in made:
-        layer.close()
-
-
 def data_layer(text, backend, closing, phase=TRAIN):
     layer = make_layer(text, backend, phase)
     closing(layer)

@@ -47,15 +47,6 @@ def photos(tmp_path_factory):
     return str(root) + "/", str(listfile)
 
 
-@pytest.fixture
-def closing():
-    """Collects layers and nets and closes them (threads, files) after the test."""
-    made = []
-    yield made.append
-    for thing in made:
-        thing.close()
-
-
 def write_list(tmp_path, photos, lines, name="list.txt"):
     """A list file of (FILES index or a path, label) lines; returns its path."""
     path = tmp_path / name

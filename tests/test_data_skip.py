@@ -18,15 +18,6 @@ cv2 = pytest.importorskip("cv2")
 
 
 # -- helpers -------------------------------------------------------------------------------
-@pytest.fixture
-def closing():
-    """Collects layers and closes them (stopping their threads) after the test."""
-    made = []
-    yield made.append
-    for layer in made:
-        getattr(layer, "close", lambda: None)()  # HDF5Data holds no thread
-
-
 def images(shapes, seed=5):
     rng = np.random.RandomState(seed)
     return [rng.randint(0, 256, size=shape).astype(np.uint8) for shape in shapes]

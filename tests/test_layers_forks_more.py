@@ -151,15 +151,6 @@ SIZE = (6, 8)  # (H, W) of every written image
 
 
 @pytest.fixture
-def closing():
-    """Collects layers and closes them (prefetch threads) after the test."""
-    made = []
-    yield made.append
-    for layer in made:
-        layer.close()
-
-
-@pytest.fixture
 def pairs(tmp_path):
     """(root folder, list file, [(image HWC uint8, label HW uint8)]) of three pairs written
     as PNG: channel 0 of each image holds its label's values, so that crops and mirrors

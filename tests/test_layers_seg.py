@@ -26,15 +26,6 @@ MEAN = (104.0, 117.0, 123.5)
 
 
 @pytest.fixture
-def closing():
-    """Collects layers and nets and closes them (prefetch threads) after the test."""
-    made = []
-    yield made.append
-    for thing in made:
-        thing.close()
-
-
-@pytest.fixture
 def pairs(tmp_path):
     """(root folder, list file, [(image HWC uint8, label HW uint8)]) of three PNG pairs of
     SIZES; labels are classes 0..2 and 255. Channel 0 of each image repeats its label so

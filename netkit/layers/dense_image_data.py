@@ -34,23 +34,27 @@ from ..registry import layers
 from .base_data import PrefetchingDataLayer
 
 
-def read_pairs(source):
-    """SOURCE -> [(line number, image path, label path)]; a NetkitError naming the file and
-    line for a line that is not two paths (blank lines are skipped)."""
+def list_lines(source):
+    """[(line number, words)] of the non-blank lines of a list file; a NetkitError naming
+    the file when it cannot be read."""
     try:
         with open(source) as f:
             text = f.read()
     except OSError as e:
         raise NetkitError("%s: cannot read the list file: %s"
                           % (source, e.strerror or e)) from None
+    return [(number, line.split()) for number, line in enumerate(text.splitlines(), 1)
+            if line.split()]
+
+
+def read_pairs(source):
+    """SOURCE -> [(line number, image path, label path)]; a NetkitError naming the file and
+    line for a line that is not two paths (blank lines are skipped)."""
     pairs = []
-    for number, line in enumerate(text.splitlines(), 1):
-        fields = line.split()
-        if not fields:
-            continue
+    for number, fields in list_lines(source):
         if len(fields) != 2:
             raise NetkitError("%s:%d: expected 'image label_image', got %r"
-                              % (source, number, line))
+                              % (source, number, " ".join(fields)))
         pairs.append((number, fields[0], fields[1]))
     return pairs
 

@@ -43,7 +43,7 @@ from ..layer import TRAIN, LayerSetupError
 from ..log import logger
 from ..registry import layers
 from .base_data import PrefetchingDataLayer
-from .dense_image_data import _PairData
+from .dense_image_data import _PairData, list_lines
 
 LABEL_TYPE = pb.ImageDataParameter
 _ATOI = re.compile(r"[+-]?\d+")
@@ -78,17 +78,8 @@ class ImageSegDataLayer(_PairData):
         """(line number, image path, label) per non-blank line: the label image's path
         (PIXEL), the integer label (IMAGE) or None (NONE)."""
         label_type = self.param.label_type
-        try:
-            with open(source) as f:
-                text = f.read()
-        except OSError as e:
-            raise NetkitError("%s: cannot read the list file: %s"
-                              % (source, e.strerror or e)) from None
         entries, odd = [], []
-        for number, line in enumerate(text.splitlines(), 1):
-            words = line.split()
-            if not words:
-                continue
+        for number, words in list_lines(source):
             if label_type == LABEL_TYPE.NONE:
                 entries.append((number, words[0], None))
                 continue
@@ -96,7 +87,8 @@ class ImageSegDataLayer(_PairData):
                 expected = "label_image" if label_type == LABEL_TYPE.PIXEL else "label"
                 raise NetkitError("%s:%d: expected 'image %s' (image_data_param.label_type "
                                   "%s), got %r" % (source, number, expected,
-                                                   LABEL_TYPE.LabelType.Name(label_type), line))
+                                                   LABEL_TYPE.LabelType.Name(label_type),
+                                                   " ".join(words)))
             if label_type == LABEL_TYPE.PIXEL:
                 entries.append((number, words[0], words[1]))
                 continue
