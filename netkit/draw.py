@@ -11,9 +11,12 @@ node, so its two edges form a loop.
 The graph is written as DOT text for Graphviz (`to_dot`), or laid out here (`layout`: a
 layered drawing in the manner of Graphviz's dot, for machines without Graphviz) and written
 as SVG (`to_svg`, no dependencies) or as PNG, PDF ... through matplotlib (`render_image`).
+`draw_net_to_file` and `draw_net` are pycaffe's caffe.draw functions.
 """
 import collections
 import math
+import os
+import tempfile
 from xml.sax.saxutils import escape, quoteattr
 
 from . import netkit_pb2 as pb
@@ -550,3 +553,23 @@ def render_image(drawing, fmt, dpi=144):
     buf = io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=dpi, facecolor="white")
     return buf.getvalue()
+
+
+# -- pycaffe's caffe.draw ----------------------------------------------------------------------
+
+def draw_net_to_file(caffe_net, filename, rankdir="LR", phase=None, display_lrm=False):
+    """pycaffe's caffe.draw.draw_net_to_file: draw `caffe_net` (a NetParameter, or a
+    prototxt path) into `filename`, its format named by the extension; `phase` (TRAIN,
+    TEST or None for all layers) keeps the layers that phase builds."""
+    from .tools.draw_net import draw_net_to_file as draw
+    draw(caffe_net, filename, rankdir, phase, display_lrm)
+
+
+def draw_net(caffe_net, rankdir, ext="png", phase=None, display_lrm=False):
+    """pycaffe's caffe.draw.draw_net: the drawing of `caffe_net` as the bytes of an `ext`
+    file (png, svg, pdf, ...)."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "net." + ext)
+        draw_net_to_file(caffe_net, path, rankdir, phase, display_lrm)
+        with open(path, "rb") as f:
+            return f.read()

@@ -12,11 +12,25 @@ lists of Blobs. Contract shared by every layer:
 - A loss layer's top diff holds its loss weight (set by the Net, as in Caffe), so
   `backward` scales its gradient by `top[0].diff`.
 """
+import enum
+
 from . import netkit_pb2 as pb
 from .blob import Blob
 
-TRAIN = pb.TRAIN
-TEST = pb.TEST
+
+class Phase(enum.IntEnum):
+    """TRAIN (0) or TEST (1), the ints of caffe.proto's Phase, which print by name as
+    pycaffe's enum does: str(caffe.TRAIN) == "TRAIN" (py-faster-rcnn's layers index their
+    configuration with str(self.phase))."""
+    TRAIN = pb.TRAIN
+    TEST = pb.TEST
+
+    def __str__(self):
+        return self.name
+
+
+TRAIN = Phase.TRAIN
+TEST = Phase.TEST
 
 
 class LayerSetupError(ValueError):
@@ -31,8 +45,6 @@ def canonical_axis(axis, num_axes, field):
     return axis % num_axes
 
 
-
-
 def axis_or_legacy(param, legacy_field, num_axes, name):
     """The axis of a param with Caffe's deprecated non-negative alternative (Concat's
     concat_dim, Slice's slice_dim), which wins when given."""
@@ -43,6 +55,7 @@ def axis_or_legacy(param, legacy_field, num_axes, name):
                                   % (name, legacy_field, legacy, num_axes))
         return legacy
     return canonical_axis(param.axis, num_axes, "%s.axis" % name)
+
 
 class Layer:
     # Arity checks, as Caffe's ExactNumBottomBlobs() etc.; None means unchecked.
@@ -60,11 +73,16 @@ class Layer:
     def __init__(self, layer_param, phase=TRAIN, backend=None):
         from .backend import get_backend
         self.layer_param = layer_param
-        self.phase = phase
+        self.phase = Phase(phase)
         self.backend = get_backend(backend or "cpu")
         self.blobs = []
         self.param_propagate_down = []
         self.param_str = layer_param.python_param.param_str
+
+    @property
+    def param_str_(self):
+        """param_str under the name py-faster-rcnn's pycaffe gives it."""
+        return self.param_str
 
     @property
     def xp(self):

@@ -34,6 +34,29 @@ class StderrHandler(logging.StreamHandler):
         """StreamHandler assigns its stream; this handler has none of its own."""
 
 
+# GLOG_minloglevel, as glog reads it: 0 INFO, 1 WARNING, 2 ERROR, 3 FATAL.
+GLOG_LEVELS = (logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
+
+
+def env_level():
+    """The level GLOG_minloglevel asks for (INFO when unset or unreadable)."""
+    try:
+        return GLOG_LEVELS[min(max(int(os.environ.get("GLOG_minloglevel", 0)), 0), 3)]
+    except ValueError:
+        return logging.INFO
+
+
+def default_logging():
+    """pycaffe writes glog's INFO lines to stderr from the first Net or Solver a script
+    makes ("Logging before InitGoogleLogging() is written to STDERR"), so scripts see
+    "Iteration N, loss = ..." and can feed parse_log. netkit does the same when neither
+    its logger nor the root logger has a handler yet: an application that configured
+    logging keeps its own. GLOG_minloglevel quiets it as it quiets Caffe."""
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    setup_logging(level=logger.level or env_level())  # a level the script set stays
+
+
 def setup_logging(stream=None, level=logging.INFO):
     """Send netkit's log to `stream` (default: stderr, as Caffe's glog) in glog format."""
     handler = logging.StreamHandler(stream) if stream is not None else StderrHandler()
@@ -51,3 +74,14 @@ def fmt(x):
 def loss_suffix(weight, value):
     """Caffe's ' (* w = w*v loss)' note after an output that carries a loss weight."""
     return " (* %s = %s loss)" % (fmt(weight), fmt(weight * value)) if weight else ""
+
+
+def init_log(level=None, stderr=True):
+    """pycaffe's caffe.init_log([level[, stderr]]): netkit's log in glog format on stderr
+    from now on, at glog level `level` (0 INFO .. 3 FATAL; default GLOG_minloglevel's).
+    With stderr False the log is off, as glog's would go to files netkit does not write."""
+    if level is None:
+        chosen = env_level()
+    else:
+        chosen = GLOG_LEVELS[min(max(int(level), 0), 3)]
+    setup_logging(level=chosen if stderr else logging.CRITICAL + 1)

@@ -16,7 +16,7 @@ from .backend import get_backend
 from .blob import Blob
 from .errors import NetkitError
 from .layer import TEST, LayerSetupError
-from .log import logger
+from .log import default_logging, logger
 from .protoio import load_net_param
 from .pycaffe import NetConveniences
 from .registry import UnknownTypeError, layers as layer_registry
@@ -53,6 +53,7 @@ class Net(NetConveniences):
             else:
                 phase = a
         phase = TEST if phase is None and state is None else phase
+        default_logging()
         import netkit.layers  # noqa: F401  (registers every layer type)
         self.backend = get_backend(backend)
         param, self.source = load_net_param(model)
@@ -67,7 +68,15 @@ class Net(NetConveniences):
         self.name = param.name
         # Weights are opened first so that layers they cover skip their random fill (a
         # VGG-size net would spend seconds drawing values that are overwritten at once).
-        sources = [Weights(path) for path in str(weights).split(",") if path] if weights else []
+        # Several comma-separated files, as the train command's --weights, unless the whole
+        # string names one file (pycaffe passes it on as one path, commas and all).
+        if not weights:
+            paths = []
+        elif isinstance(weights, pb.NetParameter) or os.path.isfile(weights):
+            paths = [weights]
+        else:
+            paths = [p for p in os.fspath(weights).split(",") if p]
+        sources = [Weights(path) for path in paths]
         token = building_source.set(self.source)
         try:
             self._build(param, state, set().union(*(s.names for s in sources)))
@@ -343,7 +352,8 @@ class Net(NetConveniences):
         return OrderedDict((n, self.blobs[n].data) for n in names)
 
     def backward(self, diffs=None, start=None, end=None, **kwargs):
-        """pycaffe's backward: set output diffs from kwargs, run, return {input: diff}."""
+        """pycaffe's backward: set output diffs from kwargs, run, return {input: diff} (with
+        `end`, the bottoms of layer `end` instead of the inputs) plus each of `diffs`."""
         for name, value in kwargs.items():
             if name not in self.outputs:
                 raise NetkitError("backward: '%s' is not an output of net '%s' (outputs: %s)"
@@ -355,7 +365,8 @@ class Net(NetConveniences):
         i = len(self.layers) - 1 if start is None else self.layer_index(start)
         j = 0 if end is None else self.layer_index(end)
         self.backward_layers(i, j)
-        names = list(self.inputs) + list(diffs or [])
+        names = list(self.inputs if end is None else self.layer_bottom_names[j])
+        names += list(diffs or [])
         return OrderedDict((n, self.blobs[n].diff) for n in names)
 
     def forward_backward(self):

@@ -27,13 +27,15 @@ from . import netkit_pb2 as pb
 
 def param_name_dict():
     """{layer type: parameter field stem}, e.g. {"InnerProduct": "inner_product"}: every
-    LayerParameter field `<stem>_param` whose message type is `<Type>Parameter`."""
+    LayerParameter field `<stem>_param` whose message type is `<Type>Parameter`. Where a
+    fork's field reuses a message (relu6_param is a ReLUParameter), BVLC's field, the one
+    with the lower number, keeps the type: L.ReLU(negative_slope=...) sets relu_param."""
     names = {}
-    for field in pb.LayerParameter.DESCRIPTOR.fields:
+    for field in sorted(pb.LayerParameter.DESCRIPTOR.fields, key=lambda f: f.number):
         if field.name.endswith("_param") and field.message_type is not None:
             type_name = field.message_type.name
             if type_name.endswith("Parameter"):
-                names[type_name[:-len("Parameter")]] = field.name[:-len("_param")]
+                names.setdefault(type_name[:-len("Parameter")], field.name[:-len("_param")])
     return names
 
 
@@ -145,6 +147,12 @@ class Function:
                 assign_proto(getattr(layer, _param_names[self.type_name] + "_param"),
                              key, value)
             except (AttributeError, KeyError):
+                if not hasattr(layer, key):
+                    raise AttributeError(
+                        "L.%s(%s=...): neither LayerParameter nor a %sParameter has a field "
+                        "'%s'; layers whose fields live in another message take it as a "
+                        "dict, e.g. L.Deconvolution(x, convolution_param=dict(num_output=2))"
+                        % (self.type_name, key, self.type_name, key)) from None
                 assign_proto(layer, key, value)
         layers[self] = layer
 

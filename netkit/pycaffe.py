@@ -2,16 +2,40 @@
 
 `NetConveniences` is a base of netkit's Net: `forward_all` and `forward_backward_all`
 (batched passes over any number of inputs), `share_with`, `save_hdf5` / `load_hdf5`,
-`top_names` / `bottom_names`, `layer_dict`, `blob_loss_weights` and the `_layer_names` /
-`_blob_names` lists of pycaffe's Net. `layer_type_list()` names the registered layer
-types, as `caffe.layer_type_list()`.
+`top_names` / `bottom_names`, `layer_dict`, `blob_loss_weights`, and pycaffe's underscore
+names (`_layer_names`, `_blob_names`, `_blobs`, `_inputs`, `_top_ids`, `_forward` ...).
+`layer_type_list()` names the registered layer types, as `caffe.layer_type_list()`.
+`alias_caffe()` makes `import caffe` (and its submodules) give netkit, for pycaffe scripts
+and layer modules run unchanged.
 """
+import importlib
+import importlib.util
+import sys
 from collections import OrderedDict
 from itertools import zip_longest
 
 import numpy as np
 
 from .errors import NetkitError
+
+
+# pycaffe's modules and the netkit modules that stand in for them.
+PYCAFFE_MODULES = {"caffe": "netkit", "caffe.io": "netkit.io", "caffe.proto": "netkit.proto",
+                   "caffe.proto.caffe_pb2": "netkit.netkit_pb2", "caffe.draw": "netkit.draw",
+                   "caffe.net_spec": "netkit.net_spec", "caffe.classifier": "netkit.classifier",
+                   "caffe.detector": "netkit.detector", "caffe.coord_map": "netkit.coord_map",
+                   "caffe._caffe": "netkit._caffe", "caffe.pycaffe": "netkit"}
+
+
+def alias_caffe():
+    """Where no real pycaffe is installed, make `import caffe`, `import caffe.draw`,
+    `from caffe.proto import caffe_pb2` ... give netkit's modules. Returns False (and
+    changes nothing) when a `caffe` module exists: the user's pycaffe wins."""
+    if "caffe" in sys.modules or importlib.util.find_spec("caffe") is not None:
+        return False
+    for name, target in PYCAFFE_MODULES.items():
+        sys.modules[name] = importlib.import_module(target)
+    return True
 
 
 def layer_type_list():
@@ -31,6 +55,43 @@ class NetConveniences:
     @property
     def _blob_names(self):
         return list(self.blobs)
+
+    # pycaffe's underscore names (its compiled module's), which some scripts use: blobs by
+    # index in `_blob_names` order, and the passes over layer index ranges.
+    @property
+    def _blobs(self):
+        return list(self.blobs.values())
+
+    def _blob_ids(self, names):
+        index = {name: i for i, name in enumerate(self.blobs)}
+        return [index[name] for name in names if name in index]
+
+    @property
+    def _inputs(self):
+        return self._blob_ids(self.inputs)
+
+    @property
+    def _outputs(self):
+        return self._blob_ids(self.outputs)
+
+    @property
+    def _blob_loss_weights(self):
+        return list(self.blob_loss_weights.values())
+
+    def _top_ids(self, i):
+        return self._blob_ids(self.layer_top_names[i])
+
+    def _bottom_ids(self, i):
+        return self._blob_ids(self.layer_bottom_names[i])
+
+    def _forward(self, start, end):
+        return self.forward_layers(start, end)
+
+    def _backward(self, start, end):
+        self.backward_layers(start, end)
+
+    def _set_input_arrays(self, data, labels):
+        self.set_input_arrays(data, labels)
 
     @property
     def top_names(self):

@@ -292,3 +292,29 @@ def test_more_mistakes_are_one_clear_line(tmp_path):
     assert os.path.basename(cases[1][0][2]) in one_line_error(netkit(*cases[1][0]))
     ok = netkit("test", "-model", str(net), "-weights", "%s," % weights, "-iterations", "1")
     assert ok.returncode == 0, ok.stderr[-2000:]
+
+
+def test_run_executes_an_unchanged_pycaffe_script(tmp_path):
+    """`netkit run script.py ARGS`: the script's `import caffe` family gives netkit and its
+    arguments reach it untouched (single-dash flags included)."""
+    import importlib.util
+    if importlib.util.find_spec("caffe") is not None:
+        pytest.skip("a real pycaffe is installed: the script would import it")
+    net = tmp_path / "net.prototxt"
+    net.write_text(DUMMY_NET % "xavier")
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import sys\n"
+        "import caffe\n"
+        "import caffe.draw\n"
+        "from caffe.proto import caffe_pb2\n"
+        "from caffe import layers as L\n"
+        "caffe.set_mode_cpu()\n"
+        "net = caffe.Net(sys.argv[1], caffe.TRAIN)\n"
+        "assert isinstance(net.params['ip'], caffe._caffe.BlobVec)\n"
+        "print('script args', sys.argv[1:], caffe_pb2.NetParameter.__name__,\n"
+        "      sorted(net.forward()))\n")
+    result = netkit("run", str(script), str(net), "-flag", "x", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "script args ['%s', '-flag', 'x'] NetParameter ['acc', 'loss']" % net \
+        in result.stdout, result.stdout

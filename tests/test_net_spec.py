@@ -179,3 +179,16 @@ def test_params_gives_enum_values_and_bad_input_fails():
     assert L.Pooling(L.Input(), pool="AVE").to_proto().layer[1].pooling_param.pool == P.Pooling.AVE
     with pytest.raises(ValueError, match="MEDIAN"):
         L.Pooling(L.Input(), pool="MEDIAN").to_proto()
+
+
+def test_a_field_no_message_has_says_where_it_belongs():
+    """Deconvolution has no DeconvolutionParameter (its fields are convolution_param's):
+    a flat keyword names the layer and the field and shows the dict form."""
+    n = caffe.NetSpec()
+    n.x = L.Input(shape=dict(dim=[1, 2, 4, 4]))
+    n.up = L.Deconvolution(n.x, num_output=2)
+    with pytest.raises(AttributeError, match=r"L.Deconvolution\(num_output=...\).*"
+                                             r"convolution_param=dict\(num_output=2\)"):
+        n.to_proto()
+    n.up = L.Deconvolution(n.x, convolution_param=dict(num_output=2, kernel_size=2, stride=2))
+    assert n.to_proto().layer[1].convolution_param.num_output == 2

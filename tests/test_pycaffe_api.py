@@ -4,6 +4,7 @@ whole pycaffe-style script (NetSpec -> SGDSolver -> deploy with Transformer) run
 user runs it."""
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -379,3 +380,116 @@ def test_pycaffe_idioms_names_proto_and_a_bad_input_shape(tmp_path):
         net.forward(data=np.zeros((2, 3, 12, 12), np.float32))
     assert net.blobs["data"].shape == (2, 3, 8, 8)
     np.testing.assert_array_equal(net.forward(data=x)["prob"], before)
+
+
+def test_pycaffe_module_names_scripts_use(tmp_path):
+    """caffe.proto.caffe_pb2 in every import form, caffe._caffe.BlobVec (net.params values),
+    Timer, the multi-process queries, caffe.TRAIN printing by name, param_str_ (the
+    py-faster-rcnn fork's name), draw_net/draw_net_to_file, and NetSpec's leaky ReLU
+    landing in relu_param (not the ReLU6 fork's field of the same message type)."""
+    import importlib
+    pb = importlib.import_module("netkit.proto.caffe_pb2")
+    from netkit.proto.caffe_pb2 import NetParameter
+    assert pb is caffe.proto.caffe_pb2 and NetParameter is pb.NetParameter
+    path = tmp_path / "deploy.prototxt"
+    path.write_text(small_deploy(batch=2, size=8))
+    net = caffe.Net(str(path), caffe.TEST)
+    assert type(net.params["conv"]) is caffe._caffe.BlobVec
+    assert (caffe.solver_count(), caffe.solver_rank()) == (1, 0)
+    assert caffe.has_nccl() in (True, False)
+    caffe.set_multiprocess(True)
+    timer = caffe.Timer()
+    timer.start()
+    timer.stop()
+    assert timer.ms >= 0
+    assert (str(caffe.TRAIN), str(caffe.TEST), caffe.TEST == 1) == ("TRAIN", "TEST", True)
+    assert str(net.layers[1].phase) == "TEST" and net.layers[1].param_str_ == ""
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 3]))
+    n.leaky = L.ReLU(n.data, negative_slope=0.1)
+    text = str(n.to_proto())
+    assert "relu_param {\n    negative_slope: 0.1" in text and "relu6_param" not in text
+    import netkit.draw
+    param = caffe.proto.caffe_pb2.NetParameter()
+    from google.protobuf import text_format
+    text_format.Merge(small_deploy(), param)
+    svg = netkit.draw.draw_net(param, "LR", ext="svg")
+    assert svg.startswith(b"<?xml") and b"conv" in svg
+    netkit.draw.draw_net_to_file(param, str(tmp_path / "net.svg"), "TB", caffe.TEST)
+    assert (tmp_path / "net.svg").read_bytes().startswith(b"<?xml")
+
+
+def test_pycaffe_private_net_names_backward_end_and_a_weights_path_with_a_comma(tmp_path):
+    path = tmp_path / "deploy.prototxt"
+    path.write_text("force_backward: true\n" + small_deploy(batch=2, size=8))
+    caffe.set_random_seed(4)
+    net = caffe.Net(str(path), caffe.TEST)
+    weights = tmp_path / "weights.pretrained, end-to-end.caffemodel"  # the fine-tuning notebook's
+    net.save(str(weights))
+    other = caffe.Net(str(path), str(weights), caffe.TEST)
+    np.testing.assert_array_equal(other.params["conv"][0].data, net.params["conv"][0].data)
+    assert [net._blob_names[i] for i in net._inputs] == ["data"]
+    assert [net._blob_names[i] for i in net._outputs] == ["prob"]
+    assert net._blobs[0] is net.blobs["data"] and len(net._blob_loss_weights) == len(net.blobs)
+    conv = net.layer_index("conv")
+    assert [net._blob_names[i] for i in net._bottom_ids(conv)] == ["data"]
+    assert [net._blob_names[i] for i in net._top_ids(conv)] == ["conv"]
+    x = np.random.RandomState(0).rand(2, 3, 8, 8).astype(np.float32)
+    prob = net.forward(data=x)["prob"].copy()
+    net._forward(0, len(net.layers) - 1)
+    np.testing.assert_array_equal(net.blobs["prob"].data, prob)
+    net.blobs["prob"].diff[...] = 1
+    grads = net.backward(start="prob", end="pool")
+    assert list(grads) == ["conv"]  # pycaffe: the bottoms of layer `end`
+    net._backward(len(net.layers) - 1, 0)
+
+
+def test_python_scripts_see_the_training_log_as_with_pycaffe(tmp_path):
+    """pycaffe writes glog's INFO lines to stderr unless told otherwise; so does netkit
+    when the script configured no logging; GLOG_minloglevel quiets it."""
+    net = tmp_path / "net.prototxt"
+    net.write_text(small_deploy(batch=2, size=6).replace(
+        'layer {\n  name: "prob"', 'layer {\n  name: "unused_prob"') +
+        'layer { name: "label" type: "DummyData" top: "label" dummy_data_param { '
+        'shape { dim: 2 } } }\nlayer { name: "loss" type: "SoftmaxWithLoss" '
+        'bottom: "score" bottom: "label" top: "loss" }\n')
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('net: "%s" base_lr: 0.1 lr_policy: "fixed" max_iter: 4 display: 2 '
+                      'snapshot_after_train: false' % net)
+    script = "import netkit as caffe\ncaffe.get_solver(%r).solve()\n" % str(solver)
+    env = dict(os.environ)
+    env.pop("GLOG_minloglevel", None)
+    loud = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert loud.returncode == 0, loud.stderr[-2000:]
+    assert re.search(r"Iteration 2 .*loss = ", loud.stderr), loud.stderr[-2000:]
+    assert "Optimization Done" in loud.stderr
+    env["GLOG_minloglevel"] = "2"
+    quiet = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           env=env, timeout=120)
+    assert quiet.returncode == 0 and "Iteration" not in quiet.stderr, quiet.stderr[-2000:]
+    configured = subprocess.run(
+        [sys.executable, "-c", "import logging, sys\nlogging.basicConfig(stream=sys.stdout, "
+         "level=logging.WARNING)\n" + script], capture_output=True, text=True, timeout=120)
+    assert "Iteration" not in configured.stderr + configured.stdout  # the script's own config
+
+
+def test_an_lmdb_the_script_holds_open_is_one_clear_error(tmp_path):
+    """The notebooks' pattern: write an LMDB with python-lmdb, forget env.close(), build
+    the net. python-lmdb allows one Environment per database and process."""
+    import lmdb
+    from netkit.data.datum import array_to_datum, write_lmdb
+    db = str(tmp_path / "db")
+    write_lmdb(db, [(b"%08d" % i, array_to_datum(np.zeros((1, 2, 2), np.uint8), 1)
+                     .SerializeToString()) for i in range(4)])
+    env = lmdb.open(db, readonly=True)
+    text = ('layer { name: "d" type: "Data" top: "x" top: "y" data_param { source: "%s" '
+            'batch_size: 2 backend: LMDB } }\n' % db)
+    try:
+        with pytest.raises(caffe.NetkitError, match="open in this process already .*env.close"):
+            caffe.Net(text, caffe.TRAIN)
+    finally:
+        env.close()
+    net = caffe.Net(text, caffe.TRAIN)
+    assert net.forward()["y"].tolist() == [1, 1]
+    net.close()

@@ -16,7 +16,7 @@ from layertest import blobs, check_gradient, make_layer, run_forward, tops
 from netkit import netkit_pb2 as pb
 from netkit.errors import NetkitError
 from netkit.layer import TEST, TRAIN, LayerSetupError
-from netkit.layers.python_layer import PYCAFFE_ALIASES
+from netkit.pycaffe import PYCAFFE_MODULES
 from netkit.net import Net
 from netkit.solvers import SGDSolver
 
@@ -236,10 +236,8 @@ class HalfSquaredLoss(caffe.Layer):
 def test_unmodified_pycaffe_module_imports_caffe(tmp_path, monkeypatch, modules):
     """A layer module written for pycaffe (`import caffe`, `from caffe.proto import
     caffe_pb2`) runs as it is where no real pycaffe is installed."""
-    for name in PYCAFFE_ALIASES:  # left by earlier tests' Python layers
-        if sys.modules.get(name) in (netkit, netkit.io, netkit.netkit_pb2):
-            del sys.modules[name]
-    sys.modules.pop("caffe.proto", None)
+    for name in PYCAFFE_MODULES:  # left by earlier tests' Python layers
+        sys.modules.pop(name, None)
     if importlib.util.find_spec("caffe") is not None:
         pytest.skip("a real pycaffe is installed: `import caffe` is that one")
     monkeypatch.chdir(tmp_path)
@@ -258,7 +256,7 @@ def test_unmodified_pycaffe_module_imports_caffe(tmp_path, monkeypatch, modules)
         net.backward()
         np.testing.assert_allclose(net.blobs["a"].diff, (a - b) / 3)
     finally:
-        for name in PYCAFFE_ALIASES:
+        for name in PYCAFFE_MODULES:
             sys.modules.pop(name, None)
 
 

@@ -151,8 +151,16 @@ def acquire_reader(path):
     key = os.path.realpath(path)
     with _readers_lock:
         if key not in _readers:
-            env = lmdb.open(path, readonly=True, lock=False, readahead=False,
-                            subdir=os.path.isdir(path), max_readers=256)
+            try:
+                env = lmdb.open(path, readonly=True, lock=False, readahead=False,
+                                subdir=os.path.isdir(path), max_readers=256)
+            except lmdb.Error as e:
+                if "already open" not in str(e):
+                    raise
+                # python-lmdb allows one Environment per database and process.
+                raise NetkitError("LMDB %s is open in this process already (a script's "
+                                  "lmdb.open); close it (env.close()) before a net reads "
+                                  "it" % path) from None
             _readers[key] = [env, 0]
         _readers[key][1] += 1
         return _readers[key][0]

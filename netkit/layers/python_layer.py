@@ -60,18 +60,12 @@ def _put_on_path(dirs):
             sys.path.insert(0, d)
 
 
-PYCAFFE_ALIASES = ("caffe", "caffe.io", "caffe.proto", "caffe.proto.caffe_pb2")
-
-
 def _alias_pycaffe():
     """Let unmodified pycaffe layer modules `import caffe`: where no real pycaffe is
-    installed, `caffe` (and caffe.io, caffe.proto.caffe_pb2) name netkit's mirror of it."""
-    if "caffe" in sys.modules or importlib.util.find_spec("caffe") is not None:
-        return
-    import netkit
-    from .. import io, netkit_pb2, proto
-    sys.modules.update(zip(PYCAFFE_ALIASES, (netkit, io, proto, netkit_pb2)))
-    logger.info("Python layers: `import caffe` refers to netkit (no pycaffe is installed)")
+    installed, `caffe` (and caffe.io, caffe.proto.caffe_pb2 ...) name netkit's mirror."""
+    from ..pycaffe import alias_caffe
+    if alias_caffe():
+        logger.info("Python layers: `import caffe` refers to netkit (no pycaffe is installed)")
 
 
 def load_layer_class(python_param):

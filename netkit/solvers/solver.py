@@ -18,7 +18,7 @@ from .. import netkit_pb2 as pb
 from ..backend import BackendError, get_backend, gpu_fallback_note
 from ..detection_map import mean_average_precision
 from ..errors import NetkitError
-from ..log import fmt, logger, loss_suffix
+from ..log import default_logging, fmt, logger, loss_suffix
 from ..net import Net
 from ..protoio import read_binary, read_text, write_binary
 from ..rng import set_random_seed
@@ -52,6 +52,7 @@ class Solver(abc.ABC):
     history_sets = 1
 
     def __init__(self, solver, backend=None, weights=None, source=None):
+        default_logging()
         if isinstance(solver, pb.SolverParameter):
             self.param, self.source = solver, source or "<SolverParameter>"
         else:

@@ -10,13 +10,16 @@ import sys
 import click
 
 from ..errors import NetkitError
-from ..log import fmt, logger, loss_suffix, setup_logging
+from ..log import env_level, fmt, logger, loss_suffix, setup_logging
 
 _SINGLE_DASH = re.compile(r"^-([A-Za-z][A-Za-z0-9_]+)(=.*)?$")
 
 
 def normalize_argv(argv):
-    """gflags style `-name[=value]` -> `--name[=value]` (single letters stay as they are)."""
+    """gflags style `-name[=value]` -> `--name[=value]` (single letters stay as they are);
+    `netkit run SCRIPT ARGS` leaves the script's arguments as they are."""
+    if argv[:1] == ["run"]:
+        return list(argv)
     return ["-" + a if _SINGLE_DASH.match(a) else a for a in argv]
 
 
@@ -309,7 +312,7 @@ _add_tool_commands()
 
 def main(argv=None):
     argv = normalize_argv(sys.argv[1:] if argv is None else argv)
-    setup_logging()
+    setup_logging(level=env_level())
     try:
         cli.main(args=argv, prog_name="netkit", standalone_mode=False, obj={"argv": argv})
     except NetkitError as e:
