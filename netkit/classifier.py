@@ -8,6 +8,28 @@ from .layer import TEST
 from .net import Net
 
 
+def input_transformer(net, kind, mean=None, input_scale=None, raw_scale=None,
+                      channel_swap=None):
+    """The io.Transformer that pycaffe's Classifier and Detector (`kind`, for messages) set
+    up for a deploy net's first input: (H, W, K) images to (K, H, W), then the options."""
+    if not net.inputs:
+        raise NetkitError("%s: a %s needs a deploy net whose images come in through an Input "
+                          "layer (or input: fields); this net has none (a train/val net "
+                          "reads its own data)" % (net.source, kind))
+    in_ = net.inputs[0]
+    transformer = io.Transformer({in_: net.blobs[in_].data.shape})
+    transformer.set_transpose(in_, (2, 0, 1))
+    if mean is not None:
+        transformer.set_mean(in_, mean)
+    if input_scale is not None:
+        transformer.set_input_scale(in_, input_scale)
+    if raw_scale is not None:
+        transformer.set_raw_scale(in_, raw_scale)
+    if channel_swap is not None:
+        transformer.set_channel_swap(in_, channel_swap)
+    return transformer
+
+
 class Classifier(Net):
     """Classifier(model_file, pretrained_file, image_dims=None, mean=None,
     input_scale=None, raw_scale=None, channel_swap=None).
@@ -21,21 +43,9 @@ class Classifier(Net):
     def __init__(self, model_file, pretrained_file, image_dims=None, mean=None,
                  input_scale=None, raw_scale=None, channel_swap=None, backend=None):
         Net.__init__(self, model_file, phase=TEST, weights=pretrained_file, backend=backend)
-        if not self.inputs:
-            raise NetkitError("%s: a Classifier needs a deploy net whose images come in "
-                              "through an Input layer (or input: fields); this net has none "
-                              "(a train/val net reads its own data)" % self.source)
+        self.transformer = input_transformer(self, "Classifier", mean, input_scale, raw_scale,
+                                             channel_swap)
         in_ = self.inputs[0]
-        self.transformer = io.Transformer({in_: self.blobs[in_].data.shape})
-        self.transformer.set_transpose(in_, (2, 0, 1))
-        if mean is not None:
-            self.transformer.set_mean(in_, mean)
-        if input_scale is not None:
-            self.transformer.set_input_scale(in_, input_scale)
-        if raw_scale is not None:
-            self.transformer.set_raw_scale(in_, raw_scale)
-        if channel_swap is not None:
-            self.transformer.set_channel_swap(in_, channel_swap)
         self.crop_dims = np.array(self.blobs[in_].data.shape[2:])
         self.image_dims = np.array(self.crop_dims if image_dims is None else image_dims)
 

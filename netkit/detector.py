@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from . import io
+from .classifier import input_transformer
 from .errors import NetkitError
 from .layer import TEST
 from .net import Net
@@ -37,21 +38,8 @@ class Detector(Net):
     def __init__(self, model_file, pretrained_file, mean=None, input_scale=None,
                  raw_scale=None, channel_swap=None, context_pad=None, backend=None):
         Net.__init__(self, model_file, phase=TEST, weights=pretrained_file, backend=backend)
-        if not self.inputs:
-            raise NetkitError("%s: a Detector needs a deploy net whose images come in "
-                              "through an Input layer (or input: fields); this net has none "
-                              "(a train/val net reads its own data)" % self.source)
-        in_ = self.inputs[0]
-        self.transformer = io.Transformer({in_: self.blobs[in_].data.shape})
-        self.transformer.set_transpose(in_, (2, 0, 1))
-        if mean is not None:
-            self.transformer.set_mean(in_, mean)
-        if input_scale is not None:
-            self.transformer.set_input_scale(in_, input_scale)
-        if raw_scale is not None:
-            self.transformer.set_raw_scale(in_, raw_scale)
-        if channel_swap is not None:
-            self.transformer.set_channel_swap(in_, channel_swap)
+        self.transformer = input_transformer(self, "Detector", mean, input_scale, raw_scale,
+                                             channel_swap)
         self.configure_crop(context_pad)
 
     def detect_windows(self, images_windows):
