@@ -50,8 +50,11 @@ def torch_deconv(x, weight, bias, dy, kwargs):
 
 
 def layout(layer):
-    """Column layouts of the convolution a Deconvolution runs backwards: forward / gradient."""
+    """Column layouts of the convolution a Deconvolution runs backwards: forward / gradient
+    ('dw': one channel per group, no columns)."""
     conv = layer.conv
+    if conv.depthwise:
+        return "dw"
     forward = "cl" if conv.channels_last else "cf"
     gradient = "cl" if conv.gradient_channels_last else "cf"
     return forward if forward == gradient else forward + "/" + gradient
@@ -69,7 +72,7 @@ DECONV_CASES = {
     "fcn_upsample": ((2, 32, 8, 8), 20, "kernel_size: 4 stride: 2 pad: 1",
                      dict(stride=2, padding=1), "cl"),
     "per_channel": ((2, 4, 3, 3), 4, "kernel_size: 4 stride: 2 group: 4",
-                    dict(stride=2, groups=4), "cf"),
+                    dict(stride=2, groups=4), "dw"),
 }
 
 
@@ -91,7 +94,7 @@ def test_deconvolution_matches_torch_conv_transpose2d(backend, case):
         assert_close(g, g_ref)
 
 
-@pytest.mark.parametrize("case", ["stride_pad", "groups_dilation", "unit_stride"])
+@pytest.mark.parametrize("case", ["stride_pad", "groups_dilation", "unit_stride", "per_channel"])
 def test_deconvolution_gradient(backend, case):
     shape, num_output, params, _, _ = DECONV_CASES[case]
     layer = make_layer(deconv_text(num_output, params), backend)

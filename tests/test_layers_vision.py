@@ -64,7 +64,17 @@ CONV_CASES = {
                   "cl/cf"),
     "wide_groups": ((1, 32, 5, 5), 4, "kernel_size: 3 group: 2 pad: 1 stride: 2",
                     dict(padding=1, groups=2, stride=2), "cl"),
-    "depthwise": ((2, 4, 6, 6), 4, "kernel_size: 3 group: 4", dict(groups=4), "cf"),
+    # one channel in and out per group: a multiply-add per kernel offset, no columns
+    "depthwise": ((2, 4, 6, 6), 4, "kernel_size: 3 group: 4", dict(groups=4), "dw"),
+    "depthwise_pad_stride": ((2, 6, 9, 8), 6, "kernel_size: 3 group: 6 pad: 1 stride: 2",
+                             dict(groups=6, padding=1, stride=2), "dw"),
+    "depthwise_dilation": ((1, 5, 11, 10), 5, "kernel_size: 3 group: 5 pad: 2 dilation: 2",
+                           dict(groups=5, padding=2, dilation=2), "dw"),
+    "depthwise_rect": ((2, 3, 8, 9), 3, "kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 1 "
+                       "pad_h: 0 pad_w: 1 group: 3", dict(groups=3, stride=(2, 1),
+                                                          padding=(0, 1)), "dw"),
+    # two outputs per input channel: still columns
+    "depthwise_multiplier": ((2, 4, 6, 6), 8, "kernel_size: 3 group: 4", dict(groups=4), "cf"),
     "tiles_cl": ((2, 6, 8, 6), 3, "kernel_size: 2 stride: 2", dict(stride=2), "cl/cf"),
     "wide_tiles": ((1, 32, 7, 6), 4, "kernel_size: 2 stride: 2 group: 2",
                    dict(stride=2, groups=2), "cl"),
@@ -81,7 +91,10 @@ CONV_CASES = {
 
 
 def layout(layer):
-    """The column layouts a Convolution picked: forward / bottom gradient, 'cf' or 'cl'."""
+    """The column layouts a Convolution picked: forward / bottom gradient, 'cf' or 'cl';
+    'dw' for the depthwise path, which has none."""
+    if layer.depthwise:
+        return "dw"
     forward = "cl" if layer.channels_last else "cf"
     gradient = "cl" if layer.gradient_channels_last else "cf"
     return forward if forward == gradient else forward + "/" + gradient
@@ -210,6 +223,8 @@ def test_convolution_param_diffs_accumulate(backend, shape):
     ((1, 16, 4, 4), "kernel_size: 3 pad: 1", "cl"),
     ((1, 32, 3, 3), "kernel_size: 2 stride: 1 pad: 1 group: 2", "cl"),
     ((1, 4, 7, 7), "kernel_h: 3 kernel_w: 2 dilation: 2 pad_h: 1 group: 2", "cf"),
+    ((2, 4, 7, 6), "kernel_size: 3 pad: 1 stride: 2 group: 4", "dw"),
+    ((1, 4, 8, 8), "kernel_size: 3 dilation: 2 pad: 2 group: 4", "dw"),
 ])
 def test_convolution_gradient(backend, shape, params, expected):
     layer = make_layer(conv_text(4, params), backend)

@@ -14,6 +14,10 @@ channels per group and wide outputs, where each image is one product against the
 otherwise. Batches whose columns would exceed COLUMN_BUDGET elements are processed in
 chunks of images.
 
+With one input and one output channel per group (depthwise: MobileNet's dw layers, FCN's
+bilinear upsampling) there are no columns: each kernel offset is one multiply-add over the
+whole batch, and its weight gradient one `einsum`.
+
 Both passes also run on plain arrays (`convolve`, `gradients`): Deconvolution keeps one of
 these layers for the convolution from its top to its bottom and runs it backwards.
 """
@@ -154,6 +158,11 @@ class ConvolutionLayer(Layer):
             # columns: no gather, no scatter, one product per image.
             self.pointwise = self.geom.kernel == (1, 1) and self.geom.stride == (1, 1) \
                 and self.geom.pad == (0, 0)
+            # One input channel and one output channel per group (MobileNet's 3x3 dw
+            # layers, FCN's bilinear upsampling): a multiply-add per kernel offset beats
+            # columns whose products are one row each.
+            self.depthwise = not self.cuda and self.channels == self.group == self.num_output \
+                and not self.pointwise
             self.channels_last = self._prefer_channels_last()
             self.gradient_channels_last = self.channels_last and \
                 self.channels // self.group >= MIN_CHANNELS_LAST_GRADIENT
@@ -197,6 +206,9 @@ class ConvolutionLayer(Layer):
         """y = x convolved with the weights, plus the bias: the forward pass of bottom
         `index` on arrays of that bottom's and top's shapes (Deconvolution runs it on its top
         diff). `weights` is _weights_with_bias(), passed when several bottoms share it."""
+        if self.depthwise:
+            self._depthwise_convolve(x, y)
+            return
         xp, g, o = self.xp, self.group, self.num_output
         if weights is None:
             weights = self._weights_with_bias()
@@ -310,6 +322,9 @@ class ConvolutionLayer(Layer):
         forward is this pass with dx its top."""
         need_params = prop[0] or (self.bias_term and prop[1])
         if not (need_params or dx is not None):
+            return
+        if self.depthwise:
+            self._depthwise_gradients(x if need_params else None, dy, dx, prop)
             return
         step = self._backward_cl if self.channels_last else self._backward_cf
         shape = (self.num, self.channels, self.height, self.width)
@@ -427,3 +442,60 @@ class ConvolutionLayer(Layer):
         blocks = dcol.reshape(kh, kw, g, n, self.out_h, self.out_w, cg) \
             .transpose(0, 1, 3, 4, 5, 2, 6)
         col2im_cl(xp, blocks, dx, geom, padded)
+
+    # -- depthwise (one channel per group) ---------------------------------------------------
+    def _depthwise_source(self, x):
+        """x (n, C, H, W) with its zero border when pad > 0 (a buffer kept across passes)."""
+        if self.geom.pad == (0, 0):
+            return x
+        (ph, pw), (h, w) = self.geom.pad, (self.height, self.width)
+        padded = self.ws.get("dw_padded", (self.num, self.channels) +
+                             self.geom.padded_shape(h, w), init=0.0)
+        padded[:, :, ph:ph + h, pw:pw + w] = x
+        return padded
+
+    def _depthwise_offsets(self):
+        """(k, rows, cols) per kernel offset k = i * kw + j: the window of the padded image
+        each offset reads for every output position."""
+        for i, j, rows, cols in self.geom.offset_slices(self.out_h, self.out_w):
+            yield i * self.geom.kernel[1] + j, rows, cols
+
+    def _depthwise_convolve(self, x, y):
+        """y[n, c] = sum over offsets k of w[c, k] * (the window of x[n, c] offset k reads),
+        plus the bias: one multiply and one add per offset over the whole batch."""
+        xp, c = self.xp, self.channels
+        src = self._depthwise_source(x.reshape(self.num, c, self.height, self.width))
+        y = y.reshape(self.num, c, self.out_h, self.out_w)
+        weight = self.blobs[0].data.reshape(c, -1)
+        term = self._scratch("dw_term", y.shape)
+        for k, rows, cols in self._depthwise_offsets():
+            xp.multiply(src[:, :, rows, cols], weight[:, k].reshape(1, c, 1, 1),
+                        out=y if k == 0 else term)
+            if k:
+                y += term
+        if self.bias_term:
+            y += self.blobs[1].data.reshape(1, c, 1, 1)
+
+    def _depthwise_gradients(self, x, dy, dx, prop):
+        """The weight gradient per offset is sum(dy * window) over batch and positions; the
+        bottom gradient adds w[c, k] * dy back into each offset's window."""
+        xp, c = self.xp, self.channels
+        dy = dy.reshape(self.num, c, self.out_h, self.out_w)
+        term = self._scratch("dw_term", dy.shape)
+        if x is not None and prop[0]:
+            src = self._depthwise_source(x.reshape(self.num, c, self.height, self.width))
+            grad = self.blobs[0].diff.reshape(c, -1)
+            for k, rows, cols in self._depthwise_offsets():
+                grad[:, k] += xp.einsum("nchw,nchw->c", dy, src[:, :, rows, cols])
+        if self.bias_term and prop[1]:
+            self.blobs[1].diff += dy.sum(axis=(0, 2, 3))
+        if dx is None:
+            return
+        weight = self.blobs[0].data.reshape(c, -1)
+        (ph, pw), (h, w) = self.geom.pad, (self.height, self.width)
+        target = self.ws.get("dw_padded_diff", (self.num, c) + self.geom.padded_shape(h, w))
+        target.fill(0)
+        for k, rows, cols in self._depthwise_offsets():
+            xp.multiply(dy, weight[:, k].reshape(1, c, 1, 1), out=term)
+            target[:, :, rows, cols] += term
+        dx.reshape(self.num, c, h, w)[...] = target[:, :, ph:ph + h, pw:pw + w]
