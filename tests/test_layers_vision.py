@@ -81,6 +81,10 @@ CONV_CASES = {
     "tiles_cf": ((2, 2, 9, 12), 4, "kernel_size: 3 stride: 3 group: 2", dict(stride=3, groups=2),
                  "cf"),
     "one_by_one": ((2, 5, 4, 3), 6, "kernel_size: 1", {}, "cf"),
+    # channels-last with >= DIRECT_TOP_POSITIONS outputs per image: products per image
+    "wide_output_cl": ((2, 3, 70, 70), 8, "kernel_size: 3 stride: 2", dict(stride=2), "cl/cf"),
+    "wide_output_cl_groups": ((1, 34, 66, 66), 4, "kernel_size: 3 stride: 2 group: 2",
+                              dict(stride=2, groups=2), "cl"),
     # weights outweigh the columns (few positions): channels-first, bias added, not folded
     "deep_small": ((2, 24, 3, 3), 16, "kernel_size: 3 pad: 1", dict(padding=1), "cf"),
     "deep_one": ((1, 24, 2, 2), 16, "kernel_size: 1", {}, "cf"),
@@ -125,6 +129,17 @@ def test_convolution_matches_torch(backend, case):
     assert_close(dx, dx_ref)
     for g, g_ref in zip(grads, grads_ref):
         assert_close(g, g_ref)
+
+
+def test_wide_channels_last_outputs_multiply_per_image():
+    """The cases above that should take the per-image product into the top do (and the
+    others do not), so the torch comparison covers both channels-last forwards."""
+    from netkit.backend import get_backend
+    be = get_backend("cpu")
+    for case, (shape, num_output, params, _, _) in CONV_CASES.items():
+        layer = make_layer(conv_text(num_output, params), be)
+        run_forward(layer, blobs(be, rand(*shape)), tops(be, 1))
+        assert layer.direct_top == case.startswith("wide_output_cl"), case
 
 
 @pytest.mark.parametrize("shape,params,expected", [
