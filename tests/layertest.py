@@ -1,11 +1,12 @@
 """Helpers for layer tests: build one layer from prototxt text, and Caffe's gradient checker."""
 import numpy as np
+import pytest
 from google.protobuf import text_format
 
 import netkit.layers  # noqa: F401  (registers every layer)
 from netkit import netkit_pb2 as pb
 from netkit.blob import Blob
-from netkit.layer import TRAIN
+from netkit.layer import TRAIN, LayerSetupError
 from netkit.registry import layers
 
 
@@ -36,6 +37,14 @@ def run_forward(layer, bottom, top):
     layer.reshape(bottom, top)
     layer.forward(bottom, top)
     return [layer.backend.asnumpy(t.data) for t in top]
+
+
+def fails(backend, text, *bottoms, match, num_tops=1, phase=TRAIN):
+    """The layer `text`, set up on `bottoms` with `num_tops` tops, raises LayerSetupError
+    matching `match`."""
+    layer = make_layer(text, backend, phase)
+    with pytest.raises(LayerSetupError, match=match):
+        run_forward(layer, blobs(backend, *bottoms), tops(backend, num_tops))
 
 
 def forward_backward(layer, backend, bottoms, top_diffs, propagate=None):

@@ -8,20 +8,13 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from layertest import (assert_close, blobs, check_gradient, forward_backward, make_layer,
-                       run_forward, tops)
+from layertest import (assert_close, blobs, check_gradient, fails, forward_backward,
+                       make_layer, run_forward, tops)
 from netkit import netkit_pb2 as pb
-from netkit.layer import LayerSetupError
 from netkit.solvers import SGDSolver
 
 RS = np.random.RandomState(11)
 FLT_MAX = float(np.finfo(np.float32).max)
-
-
-def fails(backend, text, *bottoms, match):
-    layer = make_layer(text, backend)
-    with pytest.raises(LayerSetupError, match=match):
-        run_forward(layer, blobs(backend, *bottoms), tops(backend, 1))
 
 
 # ------------------------------------------------------------------------------- schema

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from layertest import (assert_close, blobs, check_gradient, forward_backward, make_layer,
-                       run_forward, tops)
+from layertest import (assert_close, blobs, check_gradient, fails, forward_backward,
+                       make_layer, run_forward, tops)
 from netkit import TEST, Net
 from netkit import netkit_pb2 as pb
 from netkit.layer import LayerSetupError
@@ -29,12 +29,6 @@ RS = np.random.RandomState(23)
 
 def rand(*shape):
     return RS.standard_normal(shape).astype(np.float32)
-
-
-def fails(backend, text, *bottoms, match):
-    layer = make_layer(text, backend)
-    with pytest.raises(LayerSetupError, match=match):
-        run_forward(layer, blobs(backend, *bottoms), tops(backend, 1))
 
 
 def t(array):

@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from layertest import (assert_close, blobs, check_gradient, forward_backward, make_layer,
-                       run_forward, tops)
+from layertest import (assert_close, blobs, check_gradient, fails, forward_backward,
+                       make_layer, run_forward, tops)
 from netkit import TEST, TRAIN, Net
 from netkit import netkit_pb2 as pb
-from netkit.layer import LayerSetupError
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -30,12 +29,6 @@ def rand(*shape):
 
 def t(array):
     return torch.from_numpy(np.array(array, dtype=np.float32))
-
-
-def fails(backend, text, *bottoms, match, n_top=1, phase=TRAIN):
-    layer = make_layer(text, backend, phase)
-    with pytest.raises(LayerSetupError, match=match):
-        run_forward(layer, blobs(backend, *bottoms), tops(backend, n_top))
 
 
 def opencv_net(prototxt, weights=None):
@@ -431,8 +424,8 @@ def test_bn_errors(backend):
     x = rand(1, 3, 4, 4)
     fails(backend, 'type: "BN" bn_param { frozen: true bn_mode: INFERENCE }', x,
           match="mixes caffe-segnet's \\['bn_mode'\\] with hszhao/PSPNet's \\['frozen'\\]")
-    fails(backend, PSP % "", x, n_top=2, match="BN takes 1 top, got 2")
-    fails(backend, SEG % "bn_mode: INFERENCE", x, n_top=3,
+    fails(backend, PSP % "", x, num_tops=2, match="BN takes 1 top, got 2")
+    fails(backend, SEG % "bn_mode: INFERENCE", x, num_tops=3,
           match="LEARN mode up to 3\\), got 3")
     fails(backend, PSP % "", rand(4), match="at least 2 axes")
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from layertest import blobs, check_gradient, forward_backward, make_layer, run_forward, tops
+from layertest import (blobs, check_gradient, fails, forward_backward, make_layer, run_forward,
+                       tops)
 from netkit.layer import LayerSetupError
 
 RS = np.random.RandomState(3)
@@ -23,12 +24,6 @@ def distinct(*shape, spacing=0.1):
     return (RS.permutation(n).reshape(shape) * spacing - n * spacing / 2).astype(np.float32)
 
 
-
-
-def fails(backend, text, *bottoms, num_tops=1, match):
-    layer = make_layer(text, backend)
-    with pytest.raises(LayerSetupError, match=match):
-        run_forward(layer, blobs(backend, *bottoms), tops(backend, num_tops))
 
 
 # ------------------------------------------------------------------------------- Slice

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from layertest import assert_close, blobs, check_gradient, make_layer, run_forward, tops
+from layertest import assert_close, blobs, check_gradient, fails, make_layer, run_forward, tops
 from netkit import TEST, Net
 from netkit.layer import LayerSetupError
 
@@ -17,12 +17,6 @@ FLT_MAX = float(np.finfo(np.float32).max)
 
 def rand(*shape):
     return RS.standard_normal(shape).astype(np.float32)
-
-
-def fails(backend, text, *bottoms, match):
-    layer = make_layer(text, backend)
-    with pytest.raises(LayerSetupError, match=match):
-        run_forward(layer, blobs(backend, *bottoms), tops(backend, 1))
 
 
 # ----------------------------------------------------------------------------- Permute
