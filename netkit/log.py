@@ -22,9 +22,6 @@ class StderrHandler(logging.StreamHandler):
     """Writes each record to the sys.stderr of that moment, not of set-up: a script or test
     that calls the CLI in-process and redirects stderr afterwards still gets the log."""
 
-    def __init__(self):
-        super().__init__()
-
     @property
     def stream(self):
         return sys.stderr
@@ -38,10 +35,15 @@ class StderrHandler(logging.StreamHandler):
 GLOG_LEVELS = (logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
 
 
+def glog_level(level):
+    """The logging level of glog level `level` (0 INFO .. 3 FATAL, clamped to that range)."""
+    return GLOG_LEVELS[min(max(int(level), 0), 3)]
+
+
 def env_level():
     """The level GLOG_minloglevel asks for (INFO when unset or unreadable)."""
     try:
-        return GLOG_LEVELS[min(max(int(os.environ.get("GLOG_minloglevel", 0)), 0), 3)]
+        return glog_level(os.environ.get("GLOG_minloglevel", 0))
     except ValueError:
         return logging.INFO
 
@@ -80,8 +82,5 @@ def init_log(level=None, stderr=True):
     """pycaffe's caffe.init_log([level[, stderr]]): netkit's log in glog format on stderr
     from now on, at glog level `level` (0 INFO .. 3 FATAL; default GLOG_minloglevel's).
     With stderr False the log is off, as glog's would go to files netkit does not write."""
-    if level is None:
-        chosen = env_level()
-    else:
-        chosen = GLOG_LEVELS[min(max(int(level), 0), 3)]
+    chosen = env_level() if level is None else glog_level(level)
     setup_logging(level=chosen if stderr else logging.CRITICAL + 1)

@@ -103,22 +103,29 @@ def _running(pid):
     return True
 
 
-def check_writable_directory(path):
-    """Refuse, naming it, an output `path` whose directory does not exist or that is a
-    directory itself (a staged write would otherwise fail on its hidden temporary name)."""
+def check_output_directory(path):
+    """Refuse, naming them, an output `path` whose directory does not exist: a staged write
+    would otherwise fail on its hidden temporary name. Returns that directory."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise NetkitError("cannot write %s: directory %s does not exist" % (path, directory))
+    return directory
+
+
+def check_output_file(path):
+    """check_output_directory for the file `path`, which must not be a directory itself.
+    Returns the directory that will hold `path`."""
+    directory = check_output_directory(path)
     if os.path.isdir(path):
         raise NetkitError("cannot write %s: it is a directory" % path)
+    return directory
 
 
 def temporary_beside(path):
     """(fd, name) of a new hidden temporary file in `path`'s directory, with the permissions
     a plain open() would give (mkstemp's own are owner-only). Stale ones from crashed
     writers there are removed first."""
-    directory = os.path.dirname(os.path.abspath(path))
-    check_writable_directory(path)
+    directory = check_output_file(path)
     remove_stale_staging(directory)
     try:
         fd, tmp = tempfile.mkstemp(prefix=staging_prefix(path), suffix=".tmp", dir=directory)

@@ -208,7 +208,6 @@ def copy_trained_layers_hdf5(net, path):
     report_copy(net, path, ignored, copied)
 
 
-
 def read_caffemodel(path):
     """A binary .caffemodel read for copying: (NetParameter upgraded to the current form with
     every blob's values left out, [(layer name, [float32 array per blob])]). The values are

@@ -17,7 +17,7 @@ import numpy as np
 from .. import netkit_pb2 as pb
 from ..errors import NetkitError
 from ..log import logger
-from ..protoio import remove_stale_staging, staging_prefix
+from ..protoio import check_output_directory, remove_stale_staging, staging_prefix
 from . import shape_text
 
 
@@ -232,9 +232,7 @@ def staged_directory(path, replace=False):
     when the block ends (FileExistsError), unless `replace`: then the old one is removed
     only once the new one is complete."""
     path = os.path.abspath(path)
-    parent = os.path.dirname(path)
-    if not os.path.isdir(parent):
-        raise NetkitError("cannot write %s: directory %s does not exist" % (path, parent))
+    parent = check_output_directory(path)
     remove_stale_staging(parent)
     tmp = tempfile.mkdtemp(prefix=staging_prefix(path), suffix=".tmp", dir=parent)
     try:

@@ -40,12 +40,11 @@ class DataTransformer:
 
     def __init__(self, param, phase, rng=None):
         from ..netkit_pb2 import TRAIN
-        for field, fork in _FORK_FIELDS.items():
-            given = len(getattr(param, field)) if field == "scale_factors" \
-                else param.HasField(field)
-            if given:
+        for field, _ in param.ListFields():  # the fields set: messages, scalars, lists
+            if field.name in _FORK_FIELDS:
                 raise TransformError("transform_param.%s (from the %s fork) is not supported "
-                                     "by the Data layers' DataTransformer" % (field, fork))
+                                     "by the Data layers' DataTransformer"
+                                     % (field.name, _FORK_FIELDS[field.name]))
         self.param = param
         self.train = phase == TRAIN
         self.rng = rng if rng is not None else np.random.RandomState()

@@ -388,7 +388,7 @@ class ConvolutionLayer(Layer):
                 # Few weights per output position (LeNet's conv1): one product per image,
                 # summed, reads dy and the columns where they lie; the transposing copies
                 # below would move more memory than the n per-image gradients take.
-                per_image = self._scratch("dw_per_image", (n, g, og, k))
+                per_image = self._scratch("weight_grad_per_image", (n, g, og, k))
                 self.xp.matmul(dy, col.transpose(0, 1, 3, 2), out=per_image)
                 self._accumulate(per_image.sum(axis=0), prop, dy)
             else:

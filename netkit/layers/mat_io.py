@@ -19,7 +19,7 @@ from ..data.matfile import read_variable, write_mat
 from ..errors import NetkitError
 from ..layer import Layer, LayerSetupError
 from ..log import logger
-from ..protoio import check_writable_directory
+from ..protoio import check_output_file
 from ..registry import layers
 
 
@@ -74,7 +74,7 @@ class MatWriteLayer(Layer):
         self._iter = 0
         first = self._path(0, 0) if self._ids else p.prefix + "iter_0_blob_0.mat"
         try:
-            check_writable_directory(first)
+            check_output_file(first)
         except NetkitError as e:
             raise LayerSetupError("mat_write_param.prefix %r: %s" % (p.prefix, e)) from None
 
