@@ -89,13 +89,24 @@ def solver_param(text):
     ('lr_policy: "inv" base_lr: 0.01 gamma: 0.0001 power: 0.75',
      lambda it: 0.01 * (1 + 0.0001 * it) ** -0.75),
     ('lr_policy: "poly" base_lr: 0.1 power: 2 max_iter: 20', lambda it: 0.1 * (1 - it / 20) ** 2),
-    ('lr_policy: "sigmoid" base_lr: 0.1 gamma: -0.5 stepsize: 5',
-     lambda it: 0.1 / (1 + math.exp(0.5 * (it - 5)))),
+    ('lr_policy: "sigmoid" base_lr: 0.1 gamma: 0.5 stepsize: 5',
+     lambda it: 0.1 / (1 + math.exp(-0.5 * (it - 5)))),
 ])
 def test_lr_policies(text, formula):
     p = solver_param(text)
     for it in range(0, 20, 3):
         assert learning_rate(p, it, 0) == pytest.approx(formula(it), rel=1e-6)
+
+
+@pytest.mark.parametrize("text,match", [
+    ('lr_policy: "sigmoid" base_lr: 0.1 gamma: -0.5 stepsize: 5', "'sigmoid' needs gamma >= 0"),
+    ('lr_policy: "exp" base_lr: 0.1 gamma: -0.9', "'exp' needs gamma >= 0"),
+    ('lr_policy: "sigmoid" base_lr: 0.1 gamma: 0.5', "'sigmoid' needs a positive stepsize"),
+    ('lr_policy: "step" base_lr: 0.1 gamma: 0.5', "'step' needs a positive stepsize"),
+])
+def test_lr_policies_refuse_what_caffe_refuses(text, match):
+    with pytest.raises(NetkitError, match=match):
+        learning_rate(solver_param(text), 0, 0)
 
 
 def test_multistep_advances_current_step(backend):

@@ -11,9 +11,12 @@ def learning_rate(param, it, current_step):
     base = param.base_lr
     if policy == "fixed":
         return base
+    # Caffe's CHECKs: a decaying policy's gamma is a factor or rate, never negative
+    if policy in ("step", "exp", "inv", "multistep", "sigmoid") and param.gamma < 0:
+        raise NetkitError("lr_policy '%s' needs gamma >= 0 (got %g)" % (policy, param.gamma))
+    if policy in ("step", "sigmoid") and param.stepsize <= 0:
+        raise NetkitError("lr_policy '%s' needs a positive stepsize" % policy)
     if policy == "step":
-        if param.stepsize <= 0:
-            raise NetkitError("lr_policy 'step' needs a positive stepsize")
         return base * math.pow(param.gamma, it // param.stepsize)
     if policy == "exp":
         return base * math.pow(param.gamma, it)

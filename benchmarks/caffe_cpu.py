@@ -1,0 +1,120 @@
+"""`netkit time` against BVLC Caffe's own `caffe time`, same net, same run.
+
+Both time forward+backward of a training net (default: examples/mnist/lenet_train_test,
+batch 64, reading the MNIST LMDBs; made with `netkit convert_mnist_data` when missing),
+alternating one `netkit time` and one `caffe time` run of --iterations each, --rounds times,
+and print each run's "Average Forward-Backward", both medians and the ratio netkit / Caffe.
+
+Caffe is either a `caffe` binary on this system (--caffe PATH) or one installed in a
+Debian root (--caffe-root DIR, run through chroot, which needs root): Debian bullseye
+packages BVLC Caffe (master 99bd997, 2018-08-21) as `caffe`, CPU-only, on OpenBLAS:
+
+    debootstrap --variant=minbase bullseye /srv/bullseye http://deb.debian.org/debian
+    chroot /srv/bullseye apt-get install -y --no-install-recommends caffe libopenblas0-pthread
+    python benchmarks/caffe_cpu.py --caffe-root /srv/bullseye \\
+        --caffe-env OPENBLAS_CORETYPE=SkylakeX
+
+That OpenBLAS (0.3.13) does not recognise newer Intel server CPUs and falls back to its
+slowest (Prescott) kernels; --caffe-env OPENBLAS_CORETYPE=SkylakeX gives Caffe the AVX-512
+kernels this machine can run (the benchmark prints what Caffe's OpenBLAS chose). The
+netkit runs use the environment as given; the --caffe-env settings apply to Caffe only.
+"""
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+AVERAGE = re.compile(r"Average Forward-Backward: ([0-9.]+) ms")
+CORE = re.compile(r"^Core: (\S+)", re.M)
+
+
+def ensure_mnist(model):
+    """Make the MNIST LMDBs the stock LeNet net reads, if it is that net and they are missing."""
+    mnist = os.path.join(ROOT, "examples", "mnist")
+    if os.path.abspath(model).startswith(mnist) and \
+            not os.path.isdir(os.path.join(mnist, "mnist_train_lmdb")):
+        subprocess.run([sys.executable, "-m", "netkit", "convert_mnist_data", mnist],
+                       check=True, cwd=ROOT)
+
+
+def stage_for_chroot(caffe_root, model):
+    """Copy the repository's examples (the net and the data it names by relative path) into
+    the Debian root, so that Caffe there sees them at the same relative paths."""
+    work = tempfile.mkdtemp(prefix="netkit-bench-", dir=os.path.join(caffe_root, "tmp"))
+    rel = os.path.relpath(os.path.abspath(model), ROOT)
+    top = rel.split(os.sep)[0]
+    shutil.copytree(os.path.join(ROOT, top), os.path.join(work, top),
+                    ignore=shutil.ignore_patterns("*.caffemodel", "*.solverstate"))
+    return work, "/" + os.path.relpath(work, caffe_root), rel
+
+
+def average_ms(cmd, env, cwd, label):
+    run = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, universal_newlines=True)
+    match = AVERAGE.search(run.stdout)
+    if run.returncode or not match:
+        sys.exit("%s failed (exit %d):\n%s" % (label, run.returncode, run.stdout[-3000:]))
+    return float(match.group(1)), run.stdout
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    where = ap.add_mutually_exclusive_group(required=True)
+    where.add_argument("--caffe", help="path of BVLC Caffe's caffe tool")
+    where.add_argument("--caffe-root", help="a Debian root with the caffe package (chroot)")
+    ap.add_argument("--caffe-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="environment for the Caffe runs only (repeatable)")
+    ap.add_argument("--model", default=os.path.join(ROOT, "examples", "mnist",
+                                                    "lenet_train_test.prototxt"))
+    ap.add_argument("--iterations", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=7)
+    args = ap.parse_args()
+
+    ensure_mnist(args.model)
+    caffe_env = dict(os.environ, OPENBLAS_VERBOSE="2")
+    caffe_env.update(kv.split("=", 1) for kv in args.caffe_env)
+    timing = ["time", "-iterations", str(args.iterations)]
+    netkit_cmd = [sys.executable, "-m", "netkit", "time", "-model",
+                  os.path.relpath(os.path.abspath(args.model), ROOT)] + timing[1:]
+    staged = None
+    if args.caffe_root:
+        staged, inside, rel = stage_for_chroot(args.caffe_root, args.model)
+        caffe_cmd = ["chroot", args.caffe_root, "sh", "-c", "cd %s && exec caffe %s"
+                     % (inside, " ".join(timing + ["-model", rel]))]
+        caffe_cwd = ROOT
+    else:
+        caffe_cmd = [args.caffe] + timing + ["-model", os.path.abspath(args.model)]
+        caffe_cwd = ROOT
+    blas = ", ".join("%s=%s" % (v, os.environ[v]) for v in ("OPENBLAS_CORETYPE",
+                                                              "OPENBLAS_L2_SIZE")
+                     if v in os.environ) or "no OpenBLAS overrides"
+    print("model %s, %d iterations per run, %d rounds; netkit environment: %s; Caffe: %s"
+          % (os.path.relpath(args.model, ROOT), args.iterations, args.rounds, blas,
+             " ".join(args.caffe_env) or "environment as given"), flush=True)
+    ours, theirs = [], []
+    try:
+        for k in range(args.rounds):
+            ms, _ = average_ms(netkit_cmd, os.environ, ROOT, "netkit time")
+            ours.append(ms)
+            ms, out = average_ms(caffe_cmd, caffe_env, caffe_cwd, "caffe time")
+            theirs.append(ms)
+            core = CORE.search(out)
+            print("round %d: netkit %.2f ms, Caffe %.2f ms%s" % (
+                k + 1, ours[-1], theirs[-1],
+                " (Caffe's OpenBLAS core: %s)" % core.group(1) if core else ""), flush=True)
+    finally:
+        if staged:
+            shutil.rmtree(staged, ignore_errors=True)
+    a, b = statistics.median(ours), statistics.median(theirs)
+    print("median Average Forward-Backward: netkit %.2f ms, BVLC Caffe %.2f ms, "
+          "ratio netkit / Caffe %.2fx" % (a, b, a / b))
+
+
+if __name__ == "__main__":
+    main()
