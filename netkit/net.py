@@ -200,7 +200,7 @@ class Net(NetConveniences):
         for name, need in reversed(list(zip(self.layer_names, self.layer_need_backward))):
             logger.info("%s %s backward computation.", name,
                         "needs" if need else "does not need")
-        self.outputs = list(available)
+        self.outputs = sorted(available)  # Caffe keeps them in a std::set: by name
         for name in self.outputs:
             logger.info("This network produces output %s", name)
         logger.info("Network initialization done.")

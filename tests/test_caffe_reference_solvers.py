@@ -5,6 +5,7 @@ from Caffe's iteration-5 solver state must give the same, and the losses and tes
 netkit logs must be the ones in Caffe's log."""
 import logging
 import os
+import re
 import shutil
 
 import numpy as np
@@ -107,6 +108,9 @@ def test_logged_losses_and_test_outputs_are_caffes(case, workdir):
         logger.removeHandler(handler)
         logger.setLevel(level)
         handler.close()
+    numbered = re.compile(r"(T\w+ net output #\d+: \S+) =")
+    with open(log) as mine, open("%s.log" % case) as caffe:
+        assert numbered.findall(mine.read()) == numbered.findall(caffe.read())
     ours, theirs = parse_log(str(log)), parse_log("%s.log" % case)
     for kind, mine, caffe in zip(("train", "test"), ours, theirs):
         assert len(mine) == len(caffe) > 1, kind

@@ -37,7 +37,7 @@ def test_wiring_in_place_splits_and_outputs(backend):
     assert net.layer_names == ["data", "label_data_1_split", "ip1", "relu", "ip2",
                                "ip2_ip2_0_split", "loss", "acc"]
     assert net.blobs["ip1"].shape == (4, 5)
-    assert net.outputs == ["loss", "acc"]
+    assert net.outputs == ["acc", "loss"]  # by name, as Caffe's std::set
     assert list(net.params) == ["ip1", "ip2"]
     out = net.forward()
     assert set(out) == {"loss", "acc"}
