@@ -303,12 +303,17 @@ def _set_path(message, path, v0, field):
 # -- data transformation fields --------------------------------------------------------------
 def upgrade_net_data_transformation(param):
     """Move scale/mean_file/crop_size/mirror of V1 data layers into transform_param, in
-    place; returns `param`."""
+    place; returns `param`.
+
+    As in Caffe, every V1 data layer then has a transform_param and its own *_param
+    message, empty ones included: an upgraded file is the one Caffe writes."""
     for v1 in param.layers:
         field = DATA_PARAM_OF_TYPE.get(v1.type)
         if field is None:
             continue
         data = getattr(v1, field)
+        data.SetInParent()
+        v1.transform_param.SetInParent()
         for name in DATA_TRANSFORM_FIELDS:
             if data.HasField(name):
                 setattr(v1.transform_param, name, getattr(data, name))

@@ -124,6 +124,27 @@ def test_transform_train_random_crop_and_mirror_order(tmp_path):
     assert len({(a, b) for a, b, _ in seen}) > 4
 
 
+def test_transform_images_of_several_sizes_are_cropped_each_within_its_own():
+    """A list of images of several sizes (a Data or ImageData batch): crop_size crops each
+    within its own size, centred in TEST, as Caffe's per-image Transform does; without a
+    crop, or with other channels, they make no batch."""
+    images = [raw_images(1, (2, h, w), seed=h)[0] for h, w in [(5, 6), (7, 4), (4, 4)]]
+    out = transformer("crop_size: 4 mean_value: 9 mean_value: 3 scale: 0.5", TEST)(images)
+    mean = np.array([9, 3], np.float32)[:, None, None]
+    expected = [(im[:, (im.shape[1] - 4) // 2:][:, :4, (im.shape[2] - 4) // 2:][:, :, :4]
+                 .astype(np.float32) - mean) * np.float32(0.5) for im in images]
+    np.testing.assert_array_equal(out, np.stack(expected))
+    train = transformer("crop_size: 4 mirror: true", TRAIN)(images * 8)
+    assert train.shape == (24, 2, 4, 4)
+    with pytest.raises(TransformError, match="images of 2x5x6 and 2x7x4 do not transform to "
+                                             "one shape"):
+        transformer("")(images)
+    with pytest.raises(TransformError, match="do not transform to one shape .2x3x3 and 1x3x3"):
+        transformer("crop_size: 3", TEST)([images[0], raw_images(1, (1, 5, 5))[0]])
+    with pytest.raises(TransformError, match="crop_size 5 is larger than the 7x4 input"):
+        transformer("crop_size: 5")(images)
+
+
 def test_transform_mirror_in_test_phase_flips_some_images():
     x = raw_images(32, (1, 4, 4))
     out = transformer("mirror: true", phase=TEST)(x)
@@ -323,7 +344,8 @@ def test_data_thread_errors_name_the_source(tmp_path, backend, closing):
                                           array_to_datum(raw_images(1, (3, 4, 4))[0])])
     layer = data_layer(DATA % (mixed, 2), backend, closing)
     layer.setup([], tops(backend, 2))
-    with pytest.raises(PrefetchError, match="record 00000001 has shape"):
+    with pytest.raises(PrefetchError, match="record 00000001 has shape .*; set "
+                                            "transform_param.crop_size"):
         layer.forward([], tops(backend, 2))
 
 

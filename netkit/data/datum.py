@@ -353,7 +353,11 @@ class DatumBatchReader(RecordReader):
         self.batch_size = batch_size
         self.color = color
 
-    def read(self):
+    def read(self, mixed_sizes=False):
+        """The next batch: (images, labels). Images are one (N, C, H, W) array, or with
+        `mixed_sizes`, when the records' shapes differ, a list of (C, H, W) arrays (for a
+        transformer that crops them to one size, as Caffe does); without it, records of
+        several shapes in one batch are an error."""
         records = self.take(self.batch_size)
         datums = [pb.Datum.FromString(value) for _, value in records]
         labels = np.array([d.label for d in datums], dtype=np.float32)
@@ -370,29 +374,17 @@ class DatumBatchReader(RecordReader):
                 image = datum_to_array(datum, self.color)
             except ValueError as e:
                 raise ValueError("record %s: %s" % (key.decode("ascii", "replace"), e)) from None
-            if images and image.shape != images[0].shape:
+            if images and image.shape != images[0].shape and not mixed_sizes:
                 raise ValueError("record %s has shape %s but the batch's first record has %s"
-                                 % (key.decode("ascii", "replace"), image.shape,
-                                    images[0].shape))
+                                 "; set transform_param.crop_size to crop records of "
+                                 "several sizes to one" % (key.decode("ascii", "replace"),
+                                                           image.shape, images[0].shape))
             images.append(image)
+        if any(image.shape != images[0].shape for image in images):
+            return images, labels
         return np.stack(images), labels
 
-    def skip_batches(self, n, shapes=False):
-        """Move `n` batches forward without reading their pixels.
-
-        With `shapes`, returns the (C, H, W) of each skipped batch's images, taken from its
-        first record (a batch has one shape, `read` enforces it): a raw Datum's declared
-        shape, an encoded Datum's decoded image. Runs in the reading thread, as `read` does.
-        """
-        cursor = self.cursor()
-        span = self.batch_size * self.stride
-        if not shapes:
-            cursor.skip(n * span)
-            return None
-        out = []
-        for _ in range(n):
-            datum = pb.Datum.FromString(cursor.value())
-            out.append(datum_to_array(datum, self.color).shape if datum.encoded
-                       else datum_shape(datum))
-            cursor.skip(span)
-        return out
+    def skip_batches(self, n):
+        """Move `n` batches forward without reading their records. Runs in the reading
+        thread, as `read` does."""
+        self.cursor().skip(n * self.batch_size * self.stride)

@@ -4,7 +4,9 @@ It works on host numpy batches (N, C, H, W), uint8 or float32, one call per batc
 image, as in Caffe's DataTransformer::Transform(Datum):
 
 1. crop offsets: random in [0, H - crop_size] (and W) in the TRAIN phase, centred
-   ((H - crop_size) // 2) in TEST;
+   ((H - crop_size) // 2) in TEST; each image is cropped within its own size, so a batch
+   may hold images of several sizes that the crop makes one (as Caffe's Data and ImageData
+   layers allow);
 2. mirror: a fair coin per image, in *both* phases, when `mirror` is set;
 3. value = (pixel - mean) * scale, where a mean_file is indexed at the cropped position of
    the full-size mean image and mean_value is one per channel (or one for all).
@@ -89,43 +91,62 @@ class DataTransformer:
         other.rng = rng
         return other
 
-    @property
-    def draws_need_size(self):
-        """Whether a batch's random draws depend on its image size (random crops do)."""
-        return bool(self.crop and self.train)
-
     def draw(self, n, h, w):
-        """The random draws for n images of h x w, per image in Caffe's order of need:
-        mirror coins (None without `mirror`), then crop offsets (centred unless a TRAIN
-        crop). Returns (flips, h_off, w_off)."""
+        """The random draws for n images of h x w (one size for all, or one per image), in
+        Caffe's order of need: mirror coins (None without `mirror`), then crop offsets
+        (centred unless a TRAIN crop). Returns (flips, h_off, w_off).
+
+        A TRAIN crop draws two fractions per image that place it within the image's own
+        range, so the draws of a batch are the same whatever its images' sizes: a skipped
+        batch (`skip`) needs none of its images read."""
         oh, ow = (self.crop, self.crop) if self.crop else (h, w)
-        flips = self.rng.randint(2, size=n).astype(bool) if self.mirror else None
-        if self.crop and self.train:
-            h_off = self.rng.randint(h - oh + 1, size=n)
-            w_off = self.rng.randint(w - ow + 1, size=n)
+        flips, places = self._coins(n)
+        h, w = np.broadcast_to(h, n), np.broadcast_to(w, n)
+        if places is not None:
+            h_off = (places[0] * (h - oh + 1)).astype(np.intp)
+            w_off = (places[1] * (w - ow + 1)).astype(np.intp)
         else:
-            h_off = np.full(n, (h - oh) // 2)
-            w_off = np.full(n, (w - ow) // 2)
+            h_off, w_off = (h - oh) // 2, (w - ow) // 2
         return flips, h_off, w_off
 
-    def skip(self, n, size=None):
+    def _coins(self, n):
+        """The random numbers of n images: mirror coins and the TRAIN crops' fractions."""
+        flips = self.rng.randint(2, size=n).astype(bool) if self.mirror else None
+        places = self.rng.random_sample((2, n)) if self.crop and self.train else None
+        return flips, places
+
+    def skip(self, n):
         """Make the random draws of a batch of n images without transforming it, so the
-        next batch gets what it would after that one. `size` (H, W) is needed only when
-        `draws_need_size`."""
-        if size is None:
-            if self.draws_need_size:
-                raise ValueError("skipping a randomly cropped batch needs its image size")
-            size = (self.crop, self.crop)
-        self.draw(n, *size)
+        next batch gets what it would after that one."""
+        self._coins(n)
 
     def __call__(self, batch):
-        """Transform a host batch (N, C, H, W) into a new float32 batch (N, C, h, w)."""
-        n, c, h, w = batch.shape
-        _, oh, ow = self.output_shape((c, h, w))
-        flips, h_off, w_off = self.draw(n, h, w)
-        out = _crop(batch, h_off, w_off, oh, ow).astype(np.float32)
-        if self.mean is not None:
-            out -= _crop(np.broadcast_to(self.mean, batch.shape), h_off, w_off, oh, ow)
+        """Transform a host batch into a new float32 batch (N, C, h, w): an (N, C, H, W)
+        array, or a list of (C, H, W) images of several sizes, which crop_size crops to one
+        (each within its own size)."""
+        if isinstance(batch, np.ndarray):
+            n, c, h, w = batch.shape
+            _, oh, ow = self.output_shape((c, h, w))
+            flips, h_off, w_off = self.draw(n, h, w)
+            out = _crop(batch, h_off, w_off, oh, ow).astype(np.float32)
+        else:
+            n = len(batch)
+            shapes = [self.output_shape(image.shape) for image in batch]
+            if any(shape != shapes[0] for shape in shapes):
+                i = next(i for i, shape in enumerate(shapes) if shape != shapes[0])
+                raise TransformError("images of %s and %s do not transform to one shape "
+                                     "(%s and %s)" % (shape_text(batch[0].shape),
+                                                      shape_text(batch[i].shape),
+                                                      shape_text(shapes[0]),
+                                                      shape_text(shapes[i])))
+            c, oh, ow = shapes[0]
+            flips, h_off, w_off = self.draw(n, [image.shape[1] for image in batch],
+                                            [image.shape[2] for image in batch])
+            out = np.stack([image[:, y:y + oh, x:x + ow]
+                            for image, y, x in zip(batch, h_off, w_off)]).astype(np.float32)
+        if self.mean is not None:  # (one size: the mean's, which output_shape checked)
+            out -= _crop(np.broadcast_to(self.mean, (n,) + self.mean.shape), h_off, w_off,
+                         oh, ow)
         elif len(self.mean_values) == 1:
             out -= self.mean_values[0]
         elif len(self.mean_values):

@@ -1,6 +1,8 @@
 """Data: batches of Datum records from an LMDB, transformed and prefetched (Caffe's DataLayer).
 
 Records are read in key order and the reading wraps to the first record after the last.
+Records of one batch may differ in size where transform_param.crop_size crops each, within
+its own size, to one (as in Caffe).
 Top 0 is the transformed images (N, C, H, W) float32; the optional top 1 is the labels (N,).
 A daemon thread keeps `data_param.prefetch` batches ready on the host; forward copies the
 next one to the layer's backend.
@@ -81,9 +83,11 @@ class DataLayer(PrefetchingDataLayer):
 
     def open_stream(self, position):
         """Records from the start fixed at setup, moved `position` batches forward: the
-        cursor passes the skipped records reading (and for encoded Datums, decoding) only
-        the first of each batch when crops need its size, and the transformer makes each
-        skipped batch's random draws."""
+        cursor passes the skipped records without reading them, and the transformer makes
+        each skipped batch's random draws (which do not depend on image sizes).
+
+        As in Caffe, records of several sizes in one batch need a crop_size, which crops
+        each within its own size."""
         p = self.layer_param.data_param
         first, stride, start = self._start
         transformer = start.with_rng(copy.deepcopy(start.rng))
@@ -94,10 +98,10 @@ class DataLayer(PrefetchingDataLayer):
         def load():
             if skipping:
                 n = skipping.pop()
-                shapes = reader.skip_batches(n, shapes=transformer.draws_need_size)
-                for chw in shapes or [None] * n:
-                    transformer.skip(p.batch_size, chw and chw[1:])
-            images, labels = reader.read()
+                reader.skip_batches(n)
+                for _ in range(n):
+                    transformer.skip(p.batch_size)
+            images, labels = reader.read(mixed_sizes=bool(transformer.crop))
             return transformer(images), labels
 
         return load, reader.close

@@ -166,23 +166,9 @@ class _ImageList:
     def skip(self, n):
         """Move `n` batches forward as `load` would, without making them: the lines advance
         (and reshuffle) and the transformer makes each batch's random draws, as `transform`
-        does. Images are read only when those draws need their sizes, which resizing
-        (new_height, new_width) fixes and only TRAIN crops need."""
-        p, t = self.param, self.transformer
+        does (they do not depend on the images' sizes, so no image is read)."""
         for _ in range(n):
-            entries = self.next_entries()
-            if p.new_height > 0:
-                t.skip(len(entries), (p.new_height, p.new_width))
-            elif not t.draws_need_size:
-                # Mirror coins: one per image whether drawn per batch or per image.
-                t.skip(len(entries))
-            else:
-                sizes = [self.read(*entry).shape[1:] for entry in entries]
-                if all(size == sizes[0] for size in sizes):
-                    t.skip(len(sizes), sizes[0])
-                else:
-                    for size in sizes:
-                        t.skip(1, size)
+            self.transformer.skip(len(self.next_entries()))
 
     def transform(self, images, entries):
         """One transformed float32 batch; images of several sizes only when cropped."""
@@ -191,7 +177,7 @@ class _ImageList:
             if all(image.shape == images[0].shape for image in images):
                 return t(np.stack(images))
             if t.crop:
-                return np.concatenate([t(image[np.newaxis]) for image in images])
+                return t(images)  # each cropped within its own size
         except TransformError as e:
             raise ValueError("%s:%d: image %s: %s" % (p.source, entries[0][0],
                                                       p.root_folder + entries[0][1], e)) from None
