@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from layertest import blobs, make_layer, tops
-from netkit.layer import TEST, TRAIN, LayerSetupError
+from netkit.layer import TEST, TRAIN
 
 REF_PATH = os.path.join(os.path.dirname(__file__), "caffe_reference", "layers.npz")
 with np.load(REF_PATH) as _npz:
@@ -30,18 +30,6 @@ ATOL = 1e-5
 # no diff; netkit backpropagates through both. Caffe's numbers are netkit's with those top
 # diffs zero, and the initial-state bottoms are not compared (Caffe has no diff for them).
 IGNORED_TOP_DIFFS = {"rnn_expose": (1,), "lstm_expose": (1, 2)}
-
-# Caffe convolves over any number of spatial axes (im2col_nd); netkit's Convolution,
-# Deconvolution and Im2col take exactly 2 and refuse more at setup. strict: these cases
-# must start passing (and lose this mark) when N-D support arrives.
-NOT_SUPPORTED = {"conv_3d", "conv_3d_aniso", "deconv_3d", "im2col_3d"}
-
-
-def params_of(cases):
-    return [pytest.param(case, marks=pytest.mark.xfail(
-        strict=True, raises=LayerSetupError, reason="netkit convolves over 2 spatial axes only"))
-        if case in NOT_SUPPORTED else case for case in cases]
-
 
 def stored(case, prefix):
     """The arrays case/prefix0, case/prefix1, ... that the reference file holds."""
@@ -62,12 +50,12 @@ def check(actual, expected, what):
 
 
 def test_reference_file_covers_cases():
-    assert len(CASES) > 200 and NOT_SUPPORTED <= set(CASES)
+    assert len(CASES) > 200
     for case in CASES:
         assert "%s/prototxt" % case in REF and "%s/phase" % case in REF
 
 
-@pytest.mark.parametrize("case", params_of(CASES))
+@pytest.mark.parametrize("case", CASES)
 def test_layer_matches_caffe(backend, case):
     text = str(REF["%s/prototxt" % case])
     phase = {"TRAIN": TRAIN, "TEST": TEST}[str(REF["%s/phase" % case])]

@@ -549,7 +549,7 @@ def test_im2col_leading_axes(backend):
 
 @pytest.mark.parametrize("params,shape,match", [
     ("kernel_size: 5", (1, 1, 3, 3), "kernel extent .5, 5. exceeds"),
-    ("kernel_size: 2", (2, 3, 4), "2 spatial axes"),
+    ("kernel_size: 2", (2, 3), "needs a spatial axis"),
     ("stride: 1", (1, 1, 3, 3), "needs kernel_size"),
 ])
 def test_im2col_errors(backend, params, shape, match):

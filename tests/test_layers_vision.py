@@ -264,12 +264,6 @@ def test_convolution_errors(backend, params, message):
         run_forward(layer, blobs(backend, rand(1, 4, 6, 6)), tops(backend, 1))
 
 
-def test_convolution_rejects_other_than_two_spatial_axes(backend):
-    layer = make_layer(conv_text(2, "kernel_size: 3"), backend)
-    with pytest.raises(LayerSetupError, match="2 spatial axes"):
-        run_forward(layer, blobs(backend, rand(1, 2, 4, 4, 4)), tops(backend, 1))
-
-
 # ----------------------------------------------------------------------------- Pooling
 
 def caffe_pool(x, method, kernel, pad, stride, ceil_mode=True):

@@ -1,9 +1,16 @@
-"""Convolution: Caffe's 2-d convolution, as im2col plus matrix products over whole batches.
+"""Convolution: Caffe's convolution, as im2col plus matrix products over whole batches.
 
 Blobs: weight (num_output, channels / group, kernel_h, kernel_w) and, with bias_term, bias
 (num_output,). The output size rounds down: (H + 2 pad - (dilation (kernel - 1) + 1)) //
 stride + 1. Several bottoms may be given; each is convolved with the same weights into the
 top of the same index.
+
+Any number of spatial axes (at least one) may follow convolution_param.axis, as in Caffe's
+im2col_nd path: the weights are then (num_output, channels / group, *kernel). The layout
+choices below are made for 2 spatial axes (images); other counts (1-d signals, 3-d volumes)
+take the channels-first columns, written for any count, with no CUDA kernel, channels-last
+layout or depthwise path. force_nd_im2col changes nothing in 2-d: both of Caffe's paths
+give the same numbers.
 
 How it is fast on numpy: the columns of the whole batch are gathered with one strided copy
 into a buffer kept across iterations, and the bias rides in the matrix product as one more
@@ -38,55 +45,83 @@ DIRECT_TOP_POSITIONS = 1024
 MIN_CHANNELS_LAST_GRADIENT = 16
 
 
-def spatial_pair(param, name, short, default):
-    """A per-axis (h, w) value from Caffe's repeated field `name` or its `short`_h/_w forms.
+def spatial_values(param, name, short, default, num_axes):
+    """A value per spatial axis from Caffe's repeated field `name` (given once for all
+    axes or once per axis) or, with 2 spatial axes, from its `short`_h/_w forms.
 
     `short` is None for fields without _h/_w forms (dilation). Raises LayerSetupError naming
-    the field when the value is given both ways or a wrong number of times.
+    the field when the value is given both ways, in _h/_w form for other than 2 spatial axes,
+    or a wrong number of times.
     """
     values = list(getattr(param, name))
     if short is not None and (param.HasField(short + "_h") or param.HasField(short + "_w")):
         if values:
             raise LayerSetupError("convolution_param gives both %s and %s_h/%s_w; use one"
                                   % (name, short, short))
+        if num_axes != 2:
+            raise LayerSetupError("convolution_param %s_h/%s_w are for 2 spatial axes, got "
+                                  "%d; use %s" % (short, short, num_axes, name))
         return getattr(param, short + "_h"), getattr(param, short + "_w")
     if not values:
         if default is None:
             raise LayerSetupError("convolution_param needs kernel_size (or kernel_h and "
                                   "kernel_w)")
-        return default, default
-    if len(values) > 2:
+        return (default,) * num_axes
+    if len(values) not in (1, num_axes):
         raise LayerSetupError("convolution_param %s must be given once or once per spatial "
-                              "axis (2), got %d values" % (name, len(values)))
-    return values[0], values[-1]
+                              "axis (%d), got %d values" % (name, num_axes, len(values)))
+    return tuple(values) * (num_axes // len(values))
 
 
-def conv_geometry(param):
-    """The ConvGeometry (kernel, pad, stride, dilation) a ConvolutionParameter gives, checked."""
-    kernel = spatial_pair(param, "kernel_size", "kernel", None)
-    stride = spatial_pair(param, "stride", "stride", 1)
-    pad = spatial_pair(param, "pad", "pad", 0)
-    dilation = spatial_pair(param, "dilation", None, 1)
-    for name, pair in (("kernel_size (or kernel_h/kernel_w)", kernel),
-                       ("stride (or stride_h/stride_w)", stride), ("dilation", dilation)):
-        if min(pair) < 1:
+def conv_geometry(param, num_axes):
+    """The ConvGeometry (kernel, pad, stride, dilation) a ConvolutionParameter gives for
+    `num_axes` spatial axes, checked."""
+    kernel = spatial_values(param, "kernel_size", "kernel", None, num_axes)
+    stride = spatial_values(param, "stride", "stride", 1, num_axes)
+    pad = spatial_values(param, "pad", "pad", 0, num_axes)
+    dilation = spatial_values(param, "dilation", None, 1, num_axes)
+    for name, values in (("kernel_size (or kernel_h/kernel_w)", kernel),
+                         ("stride (or stride_h/stride_w)", stride), ("dilation", dilation)):
+        if min(values) < 1:
             raise LayerSetupError("convolution_param %s must be positive, got %s"
-                                  % (name, pair))
+                                  % (name, values))
     return ConvGeometry(kernel, pad, stride, dilation)
 
 
 def image_channel_axis(layer, bottom_shape):
-    """convolution_param.axis made non-negative, checking 2 spatial axes follow it."""
+    """(channel axis, number of spatial axes): convolution_param.axis made non-negative
+    and the axes after it, of which there must be at least one."""
     axis = layer.layer_param.convolution_param.axis
     num_axes = len(bottom_shape)
     if not -num_axes <= axis < num_axes:
         raise LayerSetupError("convolution_param axis %d is out of range for a %d-axis "
                               "bottom" % (axis, num_axes))
-    spatial = num_axes - axis % num_axes - 1
-    if spatial != 2:
-        raise LayerSetupError("%s supports 2 spatial axes after convolution_param axis, got "
-                              "%d (bottom shape %s)" % (layer.type, spatial, bottom_shape))
-    return axis % num_axes
+    axis %= num_axes
+    if axis == num_axes - 1:
+        raise LayerSetupError("%s needs a spatial axis after convolution_param axis %d "
+                              "(bottom shape %s)" % (layer.type, axis, bottom_shape))
+    return axis, num_axes - axis - 1
+
+
+def check_bottoms(layer, bottom):
+    """The bottoms keep the number of axes and channels the layer was set up for, and share
+    one shape; returns (number of images, spatial shape)."""
+    shape = bottom[0].shape
+    axes = layer.channel_axis + 1 + len(layer.geom.kernel)
+    if len(shape) != axes:
+        raise LayerSetupError("%s bottom must keep %d axes, got shape %s"
+                              % (layer.type, axes, shape))
+    if shape[layer.channel_axis] != layer.channels:
+        raise LayerSetupError("%s bottom has %d channels, the weights expect %d"
+                              % (layer.type, shape[layer.channel_axis], layer.channels))
+    for b in bottom[1:]:
+        if b.shape != shape:
+            raise LayerSetupError("%s bottoms must share one shape, got %s and %s"
+                                  % (layer.type, shape, b.shape))
+    num = 1
+    for d in shape[:layer.channel_axis]:
+        num *= d
+    return num, shape[layer.channel_axis + 1:]
 
 
 def check_group(channels, num_output, group):
@@ -104,8 +139,8 @@ def setup_geometry(layer, bottom, top):
     if len(bottom) != len(top):
         raise LayerSetupError("%s needs one top per bottom, got %d bottoms and %d tops"
                               % (layer.type, len(bottom), len(top)))
-    layer.channel_axis = image_channel_axis(layer, bottom[0].shape)
-    layer.geom = conv_geometry(layer.layer_param.convolution_param)
+    layer.channel_axis, num_axes = image_channel_axis(layer, bottom[0].shape)
+    layer.geom = conv_geometry(layer.layer_param.convolution_param, num_axes)
     layer.channels = bottom[0].shape[layer.channel_axis]
 
 
@@ -124,62 +159,53 @@ class ConvolutionLayer(Layer):
         self.weight_and_bias(weight_shape, (self.num_output,) if self.bias_term else None,
                              p.weight_filler, p.bias_filler)
         self.ws = Workspace(self.xp)
-        # On a real GPU, im2col and col2im are CUDA kernels (netkit.kernels.im2col).
-        self.cuda = kernels.available(self.backend)
+        # On a real GPU, 2-d im2col and col2im are CUDA kernels (netkit.kernels.im2col);
+        # other numbers of spatial axes gather and scatter with xp's strided views.
+        self.cuda = len(self.geom.kernel) == 2 and kernels.available(self.backend)
         self._plan = None
         # Bottoms whose column buffer holds the columns of the last forward (whole batch).
         self._fresh = set()
 
     def reshape(self, bottom, top):
-        shape = bottom[0].shape
-        if len(shape) != self.channel_axis + 3:
-            raise LayerSetupError("Convolution bottom must keep %d axes, got shape %s"
-                                  % (self.channel_axis + 3, shape))
-        if shape[self.channel_axis] != self.channels:
-            raise LayerSetupError("Convolution bottom has %d channels, the weights expect %d"
-                                  % (shape[self.channel_axis], self.channels))
-        for b in bottom[1:]:
-            if b.shape != shape:
-                raise LayerSetupError("Convolution bottoms must share one shape, got %s and %s"
-                                      % (shape, b.shape))
-        height, width = shape[-2:]
-        out_h, out_w = self.geom.output_shape(height, width)
-        if out_h < 1 or out_w < 1:
+        num, spatial = check_bottoms(self, bottom)
+        out_spatial = self.geom.output_shape(*spatial)
+        if min(out_spatial) < 1:
             raise LayerSetupError("Convolution kernel extent %s exceeds the padded input %s"
-                                  % (self.geom.extent, self.geom.padded_shape(height, width)))
+                                  % (self.geom.extent, self.geom.padded_shape(*spatial)))
         for t in top:
-            t.reshape(shape[:self.channel_axis] + (self.num_output, out_h, out_w))
-        num = 1
-        for d in shape[:self.channel_axis]:
-            num *= d
-        plan = (num, height, width, out_h, out_w)
+            t.reshape(bottom[0].shape[:self.channel_axis] + (self.num_output,) + out_spatial)
+        plan = (num, spatial, out_spatial)
         if plan != self._plan:
             self._plan = plan
             self.ws.clear()
             self._fresh.clear()
-            self.num, self.height, self.width, self.out_h, self.out_w = plan
+            self.num, self.spatial, self.out_spatial = plan
+            self.positions = 1
+            for d in out_spatial:
+                self.positions *= d
+            planar = len(spatial) == 2
             # A 1x1 kernel at stride 1 without padding reads the image itself as its
             # columns: no gather, no scatter, one product per image.
-            self.pointwise = self.geom.kernel == (1, 1) and self.geom.stride == (1, 1) \
-                and self.geom.pad == (0, 0)
+            self.pointwise = self.geom.offsets == 1 and set(self.geom.stride) == {1} \
+                and not any(self.geom.pad)
             # One input channel and one output channel per group (MobileNet's 3x3 dw
             # layers, FCN's bilinear upsampling): a multiply-add per kernel offset beats
             # columns whose products are one row each.
-            self.depthwise = not self.cuda and self.channels == self.group == self.num_output \
-                and not self.pointwise
+            self.depthwise = planar and not self.cuda and not self.pointwise \
+                and self.channels == self.group == self.num_output
             self.channels_last = self._prefer_channels_last()
             # Channels-last products come out (positions, outputs); with many positions per
             # image the copy that turns them into the top's (outputs, positions) costs more
             # than the product (SqueezeNet's conv1: 55 ms against 4), so each image's product
             # is taken the other way round, straight into the top.
-            self.direct_top = self.channels_last and out_h * out_w >= DIRECT_TOP_POSITIONS
+            self.direct_top = self.channels_last and self.positions >= DIRECT_TOP_POSITIONS
             self.gradient_channels_last = self.channels_last and \
                 self.channels // self.group >= MIN_CHANNELS_LAST_GRADIENT
-            per_image = (self.column_rows() + 1) * self.group * out_h * out_w
+            per_image = (self.column_rows() + 1) * self.group * self.positions
             self.chunk = max(1, min(num, COLUMN_BUDGET // per_image))
             # Channels-first: the bias rides in the product as a column of the weights
             # (copied per pass) when they are smaller than the top, else it is added.
-            self.fold_bias = self.column_rows() < num * out_h * out_w and not self.pointwise
+            self.fold_bias = self.column_rows() < num * self.positions and not self.pointwise
 
     def output_channels_and_group(self, param, channels):
         """(num_output, group) for a bottom with `channels` channels; a hook for the
@@ -191,19 +217,19 @@ class ConvolutionLayer(Layer):
         unless the weights outweigh the columns: channels-last re-lays the weights out for
         every pass, which costs more than the products where there are few output
         positions per weight (deep layers, small batches)."""
-        if self.cuda or self.pointwise:
-            return False  # the CUDA kernels write Caffe's channels-first columns
-        if 2 * (self.num_output // self.group) >= self.num * self.out_h * self.out_w:
+        if self.cuda or self.pointwise or len(self.spatial) != 2:
+            return False  # the CUDA kernels write Caffe's channels-first columns, as does N-d
+        if 2 * (self.num_output // self.group) >= self.num * self.positions:
             return False
         (_, kw), (_, sw), (_, dw) = self.geom.kernel, self.geom.stride, self.geom.dilation
-        run_cf = self.out_w if sw == 1 else 1
+        run_cf = self.out_spatial[1] if sw == 1 else 1
         run_cl = self.channels // self.group * (kw if dw == 1 and self.group == 1 else 1)
         return run_cl > run_cf
 
     def column_rows(self):
-        """Length of one column (one group's receptive field): C / group * kh * kw."""
-        kh, kw = self.geom.kernel
-        return self.channels // self.group * kh * kw
+        """Length of one column (one group's receptive field): C / group * kh * kw, or
+        C / group times the kernel's offsets in N-d."""
+        return self.channels // self.group * self.geom.offsets
 
     # -- forward ---------------------------------------------------------------------------
     def forward(self, bottom, top):
@@ -221,8 +247,8 @@ class ConvolutionLayer(Layer):
         xp, g, o = self.xp, self.group, self.num_output
         if weights is None:
             weights = self._weights_with_bias()
-        x = x.reshape(self.num, self.channels, self.height, self.width)
-        y = y.reshape(self.num, g, o // g, self.out_h * self.out_w)
+        x = x.reshape((self.num, self.channels) + self.spatial)
+        y = y.reshape(self.num, g, o // g, self.positions)
         for start in range(0, self.num, self.chunk):
             stop = min(start + self.chunk, self.num)
             col = self._gather(index, x[start:stop])
@@ -275,8 +301,7 @@ class ConvolutionLayer(Layer):
         """A contiguous array of `shape` in bottom `index`'s column buffer. The buffer holds
         the columns, and in backward, once the weight gradient has used them, the column
         gradient: sharing one buffer keeps the working set (and cache misses) down."""
-        full = self.chunk * self.group * (self.column_rows() + self.bias_term) \
-            * self.out_h * self.out_w
+        full = self.chunk * self.group * (self.column_rows() + self.bias_term) * self.positions
         size = 1
         for d in shape:
             size *= d
@@ -285,7 +310,7 @@ class ConvolutionLayer(Layer):
     def _columns(self, index, n):
         """Bottom `index`'s columns for n images: (G, n * OH * OW, K + bias) channels-last,
         (n, G, K + bias, OH * OW) channels-first."""
-        k, positions = self.column_rows() + self.bias_term, self.out_h * self.out_w
+        k, positions = self.column_rows() + self.bias_term, self.positions
         if self.channels_last:
             return self._in_column_buffer(index, (self.group, n * positions, k))
         return self._in_column_buffer(index, (n, self.group, k, positions))
@@ -296,26 +321,25 @@ class ConvolutionLayer(Layer):
         n = x.shape[0]
         k, g, geom = self.column_rows(), self.group, self.geom
         if self.pointwise:
-            return x.reshape(n, g, k, self.out_h * self.out_w)  # no row of ones: see forward
-        kh, kw = geom.kernel
-        oh, ow = self.out_h, self.out_w
-        pad_h, pad_w = geom.padded_shape(self.height, self.width)
+            return x.reshape(n, g, k, self.positions)  # no row of ones: see forward
+        padded_shape = geom.padded_shape(*self.spatial)
         col = self._columns(index, n)
         self._fresh.discard(index)
         if self.channels_last:
-            padded = self.ws.get("padded", (n, pad_h, pad_w, self.channels), init=0.0)
-            im2col_cl(self.xp, x, col[:, :, :k].reshape(g, n, oh, ow, kh, kw, -1), geom, padded)
+            padded = self.ws.get("padded", (n,) + padded_shape + (self.channels,), init=0.0)
+            im2col_cl(self.xp, x, col[:, :, :k].reshape((g, n) + self.out_spatial +
+                                                        geom.kernel + (-1,)), geom, padded)
             if self.bias_term:
                 col[:, :, k] = 1.0
         else:
-            images = x.reshape(n * g, -1, self.height, self.width)
-            cols = col[:, :, :k].reshape(n * g, -1, kh, kw, oh, ow)
+            images = x.reshape((n * g, -1) + self.spatial)
+            cols = col[:, :, :k].reshape((n * g, -1) + geom.kernel + self.out_spatial)
             if self.cuda:
                 kernels.im2col.im2col(images, cols, geom)
             else:
                 padded = None
-                if geom.pad != (0, 0):
-                    padded = self.ws.get("padded", (n * g, self.channels // g, pad_h, pad_w),
+                if any(geom.pad):
+                    padded = self.ws.get("padded", (n * g, self.channels // g) + padded_shape,
                                          init=0.0)
                 im2col_cf(self.xp, images, cols, geom, padded)
             if self.bias_term:
@@ -341,8 +365,8 @@ class ConvolutionLayer(Layer):
             self._depthwise_gradients(x if need_params else None, dy, dx, prop)
             return
         step = self._backward_cl if self.channels_last else self._backward_cf
-        shape = (self.num, self.channels, self.height, self.width)
-        dy = dy.reshape(self.num, self.group, -1, self.out_h * self.out_w)
+        shape = (self.num, self.channels) + self.spatial
+        dy = dy.reshape(self.num, self.group, -1, self.positions)
         if need_params:
             x = x.reshape(shape)
         if dx is not None:
@@ -407,7 +431,7 @@ class ConvolutionLayer(Layer):
         g, n, og = self.group, dy.shape[0], self.num_output // self.group
         channels_last_dx = dx is not None and self.gradient_channels_last
         if col is not None or channels_last_dx:
-            rows = self._scratch("dy_rows", (g, n * self.out_h * self.out_w, og))
+            rows = self._scratch("dy_rows", (g, n * self.positions, og))
             rows.reshape(g, n, -1, og)[...] = dy.transpose(1, 0, 3, 2)
         if col is not None:
             self._accumulate(self.xp.matmul(col.transpose(0, 2, 1), rows), prop)
@@ -420,23 +444,22 @@ class ConvolutionLayer(Layer):
         """dx from channels-first column gradients: weights^T . dy per image, then col2im."""
         xp, g, k, geom = self.xp, self.group, self.column_rows(), self.geom
         n = dy.shape[0]
-        kh, kw = geom.kernel
         weight = self.blobs[0].data.reshape(g, -1, k)
         if self.pointwise:  # the column gradient is the bottom gradient
             xp.matmul(weight.transpose(0, 2, 1), dy, out=dx.reshape(n, g, k, -1))
             return
-        dcol = self._in_column_buffer(index, (n, g, k, self.out_h * self.out_w))
+        dcol = self._in_column_buffer(index, (n, g, k, self.positions))
         self._fresh.discard(index)
         xp.matmul(weight.transpose(0, 2, 1), dy, out=dcol)
-        dcols = dcol.reshape(n * g, -1, kh, kw, self.out_h, self.out_w)
-        images = dx.reshape(n * g, -1, self.height, self.width)
+        dcols = dcol.reshape((n * g, -1) + geom.kernel + self.out_spatial)
+        images = dx.reshape((n * g, -1) + self.spatial)
         if self.cuda:
             kernels.im2col.col2im(dcols, images, geom)
             return
         padded = None
-        if geom.pad != (0, 0):
+        if any(geom.pad):
             padded = self.ws.get("padded_diff", (n * g, self.channels // g) +
-                                 geom.padded_shape(self.height, self.width))
+                                 geom.padded_shape(*self.spatial))
         col2im_cf(xp, dcols, images, geom, padded)
 
     def _bottom_gradient_cl(self, index, rows, dx):
@@ -451,9 +474,9 @@ class ConvolutionLayer(Layer):
         dcol = self._in_column_buffer(index, (kh * kw, g, rows.shape[1], cg))
         self._fresh.discard(index)
         xp.matmul(rows, weight, out=dcol)
-        padded = self.ws.get("padded_diff", (n,) + geom.padded_shape(
-            self.height, self.width) + (self.channels,))
-        blocks = dcol.reshape(kh, kw, g, n, self.out_h, self.out_w, cg) \
+        padded = self.ws.get("padded_diff", (n,) + geom.padded_shape(*self.spatial) +
+                             (self.channels,))
+        blocks = dcol.reshape((kh, kw, g, n) + self.out_spatial + (cg,)) \
             .transpose(0, 1, 3, 4, 5, 2, 6)
         col2im_cl(xp, blocks, dx, geom, padded)
 
@@ -462,7 +485,7 @@ class ConvolutionLayer(Layer):
         """x (n, C, H, W) with its zero border when pad > 0 (a buffer kept across passes)."""
         if self.geom.pad == (0, 0):
             return x
-        (ph, pw), (h, w) = self.geom.pad, (self.height, self.width)
+        (ph, pw), (h, w) = self.geom.pad, self.spatial
         padded = self.ws.get("dw_padded", (self.num, self.channels) +
                              self.geom.padded_shape(h, w), init=0.0)
         padded[:, :, ph:ph + h, pw:pw + w] = x
@@ -471,15 +494,15 @@ class ConvolutionLayer(Layer):
     def _depthwise_offsets(self):
         """(k, rows, cols) per kernel offset k = i * kw + j: the window of the padded image
         each offset reads for every output position."""
-        for i, j, rows, cols in self.geom.offset_slices(self.out_h, self.out_w):
+        for i, j, rows, cols in self.geom.offset_slices(*self.out_spatial):
             yield i * self.geom.kernel[1] + j, rows, cols
 
     def _depthwise_convolve(self, x, y):
         """y[n, c] = sum over offsets k of w[c, k] * (the window of x[n, c] offset k reads),
         plus the bias: one multiply and one add per offset over the whole batch."""
         xp, c = self.xp, self.channels
-        src = self._depthwise_source(x.reshape(self.num, c, self.height, self.width))
-        y = y.reshape(self.num, c, self.out_h, self.out_w)
+        src = self._depthwise_source(x.reshape((self.num, c) + self.spatial))
+        y = y.reshape((self.num, c) + self.out_spatial)
         weight = self.blobs[0].data.reshape(c, -1)
         term = self._scratch("dw_term", y.shape)
         for k, rows, cols in self._depthwise_offsets():
@@ -494,10 +517,10 @@ class ConvolutionLayer(Layer):
         """The weight gradient per offset is sum(dy * window) over batch and positions; the
         bottom gradient adds w[c, k] * dy back into each offset's window."""
         xp, c = self.xp, self.channels
-        dy = dy.reshape(self.num, c, self.out_h, self.out_w)
+        dy = dy.reshape((self.num, c) + self.out_spatial)
         term = self._scratch("dw_term", dy.shape)
         if x is not None and prop[0]:
-            src = self._depthwise_source(x.reshape(self.num, c, self.height, self.width))
+            src = self._depthwise_source(x.reshape((self.num, c) + self.spatial))
             grad = self.blobs[0].diff.reshape(c, -1)
             for k, rows, cols in self._depthwise_offsets():
                 grad[:, k] += xp.einsum("nchw,nchw->c", dy, src[:, :, rows, cols])
@@ -506,7 +529,7 @@ class ConvolutionLayer(Layer):
         if dx is None:
             return
         weight = self.blobs[0].data.reshape(c, -1)
-        (ph, pw), (h, w) = self.geom.pad, (self.height, self.width)
+        (ph, pw), (h, w) = self.geom.pad, self.spatial
         target = self.ws.get("dw_padded_diff", (self.num, c) + self.geom.padded_shape(h, w))
         target.fill(0)
         for k, rows, cols in self._depthwise_offsets():

@@ -4,6 +4,8 @@ Blobs: weight (channels, num_output / group, kernel_h, kernel_w), the shape of t
 the convolution that maps the top back onto the bottom, and with bias_term a bias
 (num_output,). The top's spatial size is stride (H - 1) + dilation (kernel - 1) + 1 - 2 pad,
 so that convolution, with the same kernel, pad, stride and dilation, maps it back to H.
+Spatial axes as in Convolution: any number, with weights (channels, num_output / group,
+*kernel) for other than 2.
 
 As in Caffe's DeconvolutionLayer (reverse_dimensions): forward is that convolution's
 backward-data pass (weights^T . bottom, then col2im) plus the bias, the bottom gradient is its
@@ -15,7 +17,7 @@ from .. import netkit_pb2 as pb
 from ..fillers import fill
 from ..layer import Layer, LayerSetupError
 from ..registry import layers
-from .convolution import ConvolutionLayer, check_group, setup_geometry
+from .convolution import ConvolutionLayer, check_bottoms, check_group, setup_geometry
 
 NO_PARAMS = (False, False)
 
@@ -56,24 +58,14 @@ class DeconvolutionLayer(Layer):
             self.param_propagate_down = [True] * len(self.blobs)
 
     def _shape_tops(self, bottom, top):
-        shape = bottom[0].shape
-        if len(shape) != self.channel_axis + 3:
-            raise LayerSetupError("Deconvolution bottom must keep %d axes, got shape %s"
-                                  % (self.channel_axis + 3, shape))
-        if shape[self.channel_axis] != self.channels:
-            raise LayerSetupError("Deconvolution bottom has %d channels, the weights expect %d"
-                                  % (shape[self.channel_axis], self.channels))
-        for b in bottom[1:]:
-            if b.shape != shape:
-                raise LayerSetupError("Deconvolution bottoms must share one shape, got %s "
-                                      "and %s" % (shape, b.shape))
-        size = [s * (n - 1) + e - 2 * p for n, s, e, p in
-                zip(shape[-2:], self.geom.stride, self.geom.extent, self.geom.pad)]
+        _, spatial = check_bottoms(self, bottom)
+        size = tuple(s * (n - 1) + e - 2 * p for n, s, e, p in
+                     zip(spatial, self.geom.stride, self.geom.extent, self.geom.pad))
         if min(size) < 1:
-            raise LayerSetupError("Deconvolution pad %s leaves no output for a %dx%d bottom"
-                                  % ((self.geom.pad,) + shape[-2:]))
+            raise LayerSetupError("Deconvolution pad %s leaves no output for a bottom of "
+                                  "spatial shape %s" % (self.geom.pad, spatial))
         for t in top:
-            t.reshape(shape[:self.channel_axis] + (self.num_output,) + tuple(size))
+            t.reshape(bottom[0].shape[:self.channel_axis] + (self.num_output,) + size)
 
     def reshape(self, bottom, top):
         self._shape_tops(bottom, top)
@@ -85,15 +77,16 @@ class DeconvolutionLayer(Layer):
         for index, (b, t) in enumerate(zip(bottom, top)):
             self.conv.gradients(index, None, b.data, t.data, NO_PARAMS)
             if self.bias_term:
-                t.data += self.blobs[1].data.reshape(self.num_output, 1, 1)
+                t.data += self.blobs[1].data.reshape((self.num_output,) +
+                                                     (1,) * len(self.geom.kernel))
 
     def backward(self, top, propagate_down, bottom):
         prop = list(self.param_propagate_down) + [False] * len(self.blobs)
         self.conv.blobs[0] = self.blobs[0]
         for index, (b, t) in enumerate(zip(bottom, top)):
             if self.bias_term and prop[1]:
-                self.blobs[1].diff += t.diff.reshape(-1, self.num_output, t.shape[-2] *
-                                                     t.shape[-1]).sum(axis=(0, 2))
+                self.blobs[1].diff += t.diff.reshape(self.conv.num, self.num_output,
+                                                     -1).sum(axis=(0, 2))
             if propagate_down[index]:
                 # Convolving the top diff leaves its columns for the weight gradient.
                 self.conv.convolve(index, t.diff, b.diff)

@@ -1,4 +1,4 @@
-"""im2col and col2im over a whole batch of 2-d images, written against any `xp`.
+"""im2col and col2im over a whole batch of images, written against any `xp`.
 
 Convolution becomes one matrix product once every receptive field is laid out as a column
 (im2col); the gradient with respect to the image sums the columns back (col2im). Here both
@@ -9,89 +9,112 @@ Two column layouts, because numpy copies fast only along long contiguous runs:
 
 - channels-first, `col[n, c, i, j, oh, ow]` (Caffe's per-image layout, batched): the run is
   an output row (OW). Best for few channels and wide outputs, e.g. LeNet's first layer.
+  It is also the N-d layout (Caffe's im2col_nd): any number of spatial axes, the kernel
+  offsets of every axis, then the output positions of every axis.
 - channels-last, `col[g, n, oh, ow, i, j, c]` per group g of channels, gathered from an NHWC
   copy of the image: the run is a kernel row times the channels (kw * C) without groups, the
-  group's channels with. Best for many channels and small outputs.
+  group's channels with. Best for many channels and small outputs. 2-d only.
 
 `i, j` index the kernel (kh, kw) and `oh, ow` the output positions.
 """
+import itertools
+from operator import add, mul
 
 
 class ConvGeometry:
-    """Kernel, pad, stride and dilation of a 2-d window, each as (h, w)."""
+    """Kernel, pad, stride and dilation of a window over any number of spatial axes, each a
+    tuple with one value per axis ((h, w) in 2-d). pad, stride and dilation default to 0, 1
+    and 1 on every axis."""
 
-    def __init__(self, kernel, pad=(0, 0), stride=(1, 1), dilation=(1, 1)):
+    def __init__(self, kernel, pad=None, stride=None, dilation=None):
         self.kernel = tuple(int(k) for k in kernel)
-        self.pad = tuple(int(p) for p in pad)
-        self.stride = tuple(int(s) for s in stride)
-        self.dilation = tuple(int(d) for d in dilation)
+        axes = len(self.kernel)
+        self.pad = tuple(int(p) for p in pad) if pad is not None else (0,) * axes
+        self.stride = tuple(int(s) for s in stride) if stride is not None else (1,) * axes
+        self.dilation = tuple(int(d) for d in dilation) if dilation is not None else (1,) * axes
+        # The number of kernel offsets: the product of the kernel's sizes.
+        self.offsets = 1
+        for k in self.kernel:
+            self.offsets *= k
 
     @property
     def extent(self):
         """The span of one dilated kernel: d * (k - 1) + 1."""
         return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))
 
-    def output_shape(self, height, width):
+    def output_shape(self, *size):
         """Caffe's convolution output size, rounded down: (H + 2p - extent) // s + 1."""
-        return tuple((size + 2 * p - e) // s + 1 for size, p, e, s in
-                     zip((height, width), self.pad, self.extent, self.stride))
+        return tuple((n + 2 * p - e) // s + 1 for n, p, e, s in
+                     zip(size, self.pad, self.extent, self.stride))
 
-    def padded_shape(self, height, width):
-        return height + 2 * self.pad[0], width + 2 * self.pad[1]
+    def padded_shape(self, *size):
+        return tuple([n + 2 * p for n, p in zip(size, self.pad)])
 
     @property
     def tiles(self):
         """True when the windows tile the image: stride == kernel and no dilation."""
-        return self.stride == self.kernel and self.dilation == (1, 1)
+        return self.stride == self.kernel and all(d == 1 for d in self.dilation)
+
+    def axis_slices(self, axis, out):
+        """Per kernel offset along spatial `axis`, the slice of the padded image it reads
+        for `out` output positions."""
+        k, s, d = self.kernel[axis], self.stride[axis], self.dilation[axis]
+        return [slice(i * d, i * d + s * (out - 1) + 1, s) for i in range(k)]
+
+    def windows(self, out_shape):
+        """(offset, slices) for each kernel offset in row-major order: its index and its
+        slice along every spatial axis, for the output grid `out_shape`."""
+        return zip(itertools.product(*map(range, self.kernel)), itertools.product(
+            *[self.axis_slices(axis, out) for axis, out in enumerate(out_shape)]))
 
     def offset_slices(self, out_h, out_w):
-        """(i, j, rows, cols): for each kernel offset, the slices of the padded image it reads."""
-        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.stride, self.dilation
-        for i in range(kh):
-            rows = slice(i * dh, i * dh + sh * (out_h - 1) + 1, sh)
-            for j in range(kw):
-                yield i, j, rows, slice(j * dw, j * dw + sw * (out_w - 1) + 1, sw)
+        """(i, j, rows, cols): windows() of a 2-d window, unpacked."""
+        cols = self.axis_slices(1, out_w)
+        for i, rows in enumerate(self.axis_slices(0, out_h)):
+            for j, window in enumerate(cols):
+                yield i, j, rows, window
 
 
 def _as_strided(xp, a, shape, strides):
     return xp.lib.stride_tricks.as_strided(a, shape=shape, strides=strides)
 
 
-def _interior(ndim, axes, pad, size):
-    """The index of the unpadded image inside a padded array; `axes` are its (row, col) axes."""
-    index = [slice(None)] * ndim
-    index[axes[0]] = slice(pad[0], pad[0] + size[0])
-    index[axes[1]] = slice(pad[1], pad[1] + size[1])
-    return tuple(index)
+def _interior(first, pad, size):
+    """The index of the unpadded image inside a padded array whose spatial axes follow one
+    another from axis `first`."""
+    return (slice(None),) * first + tuple(map(slice, pad, map(add, pad, size)))
 
 
 # -- channels-first ------------------------------------------------------------------------
 
 def im2col_cf(xp, x, col, geom, padded=None):
-    """x (n, C, H, W) -> col (n, C, kh, kw, OH, OW), a possibly strided view that is written.
+    """x (n, C, H, W) -> col (n, C, kh, kw, OH, OW), a possibly strided view that is written;
+    in N-d, x (n, C, *spatial) -> col (n, C, *kernel, *output).
 
-    `padded` is an (n, C, H + 2ph, W + 2pw) array with a zero border, needed when pad > 0.
+    `padded` is x's shape with the pads added to the spatial axes, a zero border around the
+    image, needed when pad > 0.
     """
-    if geom.pad != (0, 0):
-        padded[_interior(4, (2, 3), geom.pad, x.shape[2:])] = x
+    if any(geom.pad):
+        padded[_interior(2, geom.pad, x.shape[2:])] = x
         x = padded
-    n, c, _, _ = x.shape
-    _, _, kh, kw, oh, ow = col.shape
-    sn, sc, sy, sx = x.strides
-    (sh, sw), (dh, dw) = geom.stride, geom.dilation
-    col[...] = _as_strided(xp, x, (n, c, kh, kw, oh, ow),
-                           (sn, sc, sy * dh, sx * dw, sy * sh, sx * sw))
+    steps = x.strides[2:]  # per kernel offset: a dilation's step; per output: a stride's
+    strides = x.strides[:2] + tuple(map(mul, steps, geom.dilation)) + \
+        tuple(map(mul, steps, geom.stride))
+    col[...] = _as_strided(xp, x, col.shape, strides)
 
 
 def col2im_cf(xp, col, dx, geom, padded=None):
-    """col (n, C, kh, kw, OH, OW) -> dx (n, C, H, W), assigned: the sum of every column entry
-    over the pixel it came from. `padded` is an (n, C, H + 2ph, W + 2pw) scratch array,
-    needed when pad > 0; its content is overwritten.
+    """col (n, C, kh, kw, OH, OW) -> dx (n, C, H, W), assigned (or the N-d shapes of
+    im2col_cf): the sum of every column entry over the pixel it came from. `padded` is a
+    scratch array of the padded image's shape, needed when pad > 0; its content is
+    overwritten.
     """
-    target = dx if geom.pad == (0, 0) else padded
-    _scatter(col.transpose(2, 3, 0, 1, 4, 5), target, geom, (2, 3))
+    axes = dx.ndim - 2
+    target = padded if any(geom.pad) else dx
+    _scatter(col.transpose(tuple(range(2, 2 + axes)) + (0, 1) +
+                           tuple(range(2 + axes, col.ndim))), target, geom, 2)
     if target is not dx:
-        dx[...] = padded[_interior(4, (2, 3), geom.pad, dx.shape[2:])]
+        dx[...] = padded[_interior(2, geom.pad, dx.shape[2:])]
 
 
 # -- channels-last -------------------------------------------------------------------------
@@ -102,7 +125,7 @@ def im2col_cl(xp, x, col, geom, padded):
 
     `padded` is an (n, H + 2ph, W + 2pw, C) array with a zero border: the NHWC copy of x.
     """
-    padded[_interior(4, (1, 2), geom.pad, x.shape[2:])] = x.transpose(0, 2, 3, 1)
+    padded[_interior(1, geom.pad, x.shape[2:])] = x.transpose(0, 2, 3, 1)
     cg = col.shape[-1]
     sn, sy, sx, sc = padded.strides
     (sh, sw), (dh, dw) = geom.stride, geom.dilation
@@ -116,38 +139,33 @@ def col2im_cl(xp, col, dx, geom, padded):
     (n, H + 2ph, W + 2pw, C) scratch array whose content is overwritten.
     """
     n, rows, cols, _ = padded.shape
-    _scatter(col, padded.reshape((n, rows, cols) + col.shape[5:]), geom, (1, 2))
-    dx[...] = padded[_interior(4, (1, 2), geom.pad, dx.shape[2:])].transpose(0, 3, 1, 2)
+    _scatter(col, padded.reshape((n, rows, cols) + col.shape[5:]), geom, 1)
+    dx[...] = padded[_interior(1, geom.pad, dx.shape[2:])].transpose(0, 3, 1, 2)
 
 
-def _scatter(blocks, target, geom, axes):
-    """target = sum over kernel offsets (i, j) of blocks[i, j] placed at the pixels that
-    offset reads. `axes` are target's (row, column) axes; blocks[i, j] has target's shape
-    with the output grid (OH, OW) in place of the image.
+def _scatter(blocks, target, geom, first):
+    """target = sum over kernel offsets of blocks[offset] placed at the pixels that offset
+    reads. target's spatial axes follow one another from axis `first`; blocks has one leading
+    axis per kernel axis, then target's shape with the output grid in place of the image.
     """
-    kh, kw = geom.kernel
-    oh, ow = blocks.shape[2 + axes[0]], blocks.shape[2 + axes[1]]
-    rows, cols = target.shape[axes[0]], target.shape[axes[1]]
+    axes, lead = len(geom.kernel), (slice(None),) * first
+    out = blocks.shape[axes + first:2 * axes + first]
     if geom.tiles:
-        # Non-overlapping windows: one strided copy, (OH, kh) -> rows and (OW, kw) -> cols.
-        covered = oh * kh == rows and ow * kw == cols
-        if not covered:
+        # Non-overlapping windows: one strided copy, (O, k) -> the image along each axis.
+        size = tuple(map(mul, out, geom.kernel))
+        if size != target.shape[first:first + axes]:
             target.fill(0)
-        index = [slice(None)] * target.ndim
-        index[axes[0]] = slice(0, oh * kh)
-        index[axes[1]] = slice(0, ow * kw)
-        region = target[tuple(index)]
-        shape = list(region.shape)
-        shape[axes[1]:axes[1] + 1] = [ow, kw]
-        shape[axes[0]:axes[0] + 1] = [oh, kh]
-        # blocks axes: i, j, then target axes with (oh, ow); move i after oh and j after ow.
-        order = list(range(2, blocks.ndim))
-        order.insert(axes[1] + 1, 1)
-        order.insert(axes[0] + 1, 0)
+        region = target[lead + tuple(map(slice, size))]
+        # Split each spatial axis of the region into (output, kernel offset) and move each
+        # of blocks' leading kernel axes after its output axis.
+        shape, order = list(region.shape[:first]), list(range(axes, axes + first))
+        for axis in range(axes):
+            shape += [out[axis], geom.kernel[axis]]
+            order += [axes + first + axis, axis]
+        shape += region.shape[first + axes:]
+        order += range(2 * axes + first, blocks.ndim)
         region.reshape(shape)[...] = blocks.transpose(order)
         return
     target.fill(0)
-    index = [slice(None)] * target.ndim
-    for i, j, r, c in geom.offset_slices(oh, ow):
-        index[axes[0]], index[axes[1]] = r, c
-        target[tuple(index)] += blocks[i, j]
+    for offset, slices in geom.windows(out):
+        target[lead + slices] += blocks[offset]
