@@ -1,3 +1,4 @@
+import logging
 import os
 import sys
 
@@ -26,6 +27,24 @@ def closing():
     yield made.append
     for thing in made:
         getattr(thing, "close", lambda: None)()  # HDF5Data holds no thread
+
+
+@pytest.fixture
+def log_lines():
+    """Messages netkit logs during the test."""
+    lines = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    from netkit.log import logger
+    handler, level = Collect(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield lines
+    logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 @pytest.fixture

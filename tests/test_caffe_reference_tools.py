@@ -17,7 +17,6 @@ records, file bytes stored as they are, resizing, keys, fields, transforms, mean
 """
 import gzip
 import json
-import logging
 import os
 import shutil
 
@@ -30,7 +29,6 @@ cv2 = pytest.importorskip("cv2")
 
 from netkit import netkit_pb2 as pb  # noqa: E402
 from netkit.layer import TEST  # noqa: E402
-from netkit.log import logger  # noqa: E402
 from netkit.net import Net  # noqa: E402
 from netkit.protoio import read_binary, read_text  # noqa: E402
 from netkit.tools.cli import cli  # noqa: E402
@@ -63,23 +61,6 @@ def reference(tmp_path_factory):
 def workdir(reference, monkeypatch):
     monkeypatch.chdir(reference)
     return reference
-
-
-@pytest.fixture
-def log_lines():
-    """Messages netkit logs during the test."""
-    lines = []
-
-    class Collect(logging.Handler):
-        def emit(self, record):
-            lines.append(record.getMessage())
-
-    handler, level = Collect(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield lines
-    logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 def netkit(*args):

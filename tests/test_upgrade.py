@@ -1,7 +1,6 @@
 """Old Caffe formats upgraded on every read: V0 and V1 nets (text and .caffemodel), data
 transformation fields, input fields, BatchNorm param specs, solver_type; and the three
 upgrade_* commands. Expected results are the ones Caffe's own upgrade tests state."""
-import logging
 import os
 import subprocess
 import sys
@@ -16,7 +15,6 @@ from netkit import TEST, TRAIN, Net
 from netkit import netkit_pb2 as pb
 from netkit.data.datum import array_to_datum, write_lmdb
 from netkit.errors import NetkitError
-from netkit.log import logger
 from netkit.protoio import write_binary
 from netkit.upgrade import (fold_v0_padding_layers, net_needs_upgrade, upgrade_net,
                             upgrade_solver, upgrade_v0_net, upgrade_v1_net)
@@ -27,23 +25,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def parse(text, message=None):
     return text_format.Parse(text, message or pb.NetParameter())
-
-
-@pytest.fixture
-def log_lines():
-    """Messages netkit logs during the test."""
-    lines = []
-
-    class Collect(logging.Handler):
-        def emit(self, record):
-            lines.append(record.getMessage())
-
-    handler, level = Collect(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield lines
-    logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 # -- Caffe's upgrade tests: V0 -> V1 -> V2 ----------------------------------------------------

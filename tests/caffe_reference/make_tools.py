@@ -538,25 +538,19 @@ def binary_nets():
 def make_upgrades(out):
     folder = os.path.join(out, "upgrade")
     os.makedirs(folder)
-    cases = {"net_text": [], "net_binary": [], "solver_text": []}
-    for name, text in NETS.items():
-        with open(os.path.join(folder, name + ".prototxt"), "w") as f:
-            f.write(text)
-        run(["upgrade_net_proto_text", name + ".prototxt", name + ".upgraded.prototxt"],
-            log=os.path.join(folder, name + ".log"), cwd=folder)
-        cases["net_text"].append(name)
-    for name, param in binary_nets().items():
-        with open(os.path.join(folder, name + ".caffemodel"), "wb") as f:
-            f.write(param.SerializeToString())
-        run(["upgrade_net_proto_binary", name + ".caffemodel", name + ".upgraded.caffemodel"],
-            log=os.path.join(folder, name + ".log"), cwd=folder)
-        cases["net_binary"].append(name)
-    for name, text in SOLVERS.items():
-        with open(os.path.join(folder, name + ".prototxt"), "w") as f:
-            f.write(text)
-        run(["upgrade_solver_proto_text", name + ".prototxt", name + ".upgraded.prototxt"],
-            log=os.path.join(folder, name + ".log"), cwd=folder)
-        cases["solver_text"].append(name)
+    cases = {}
+    for kind, tool, ext, inputs in [
+            ("net_text", "upgrade_net_proto_text", ".prototxt", NETS),
+            ("net_binary", "upgrade_net_proto_binary", ".caffemodel",
+             {name: param.SerializeToString() for name, param in binary_nets().items()}),
+            ("solver_text", "upgrade_solver_proto_text", ".prototxt", SOLVERS)]:
+        for name, content in inputs.items():
+            with open(os.path.join(folder, name + ext),
+                      "wb" if isinstance(content, bytes) else "w") as f:
+                f.write(content)
+            run([tool, name + ext, name + ".upgraded" + ext],
+                log=os.path.join(folder, name + ".log"), cwd=folder)
+            cases.setdefault(kind, []).append(name)
     return cases
 
 
