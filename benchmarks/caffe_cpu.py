@@ -16,8 +16,14 @@ packages BVLC Caffe (master 99bd997, 2018-08-21) as `caffe`, CPU-only, on OpenBL
 
 That OpenBLAS (0.3.13) does not recognise newer Intel server CPUs and falls back to its
 slowest (Prescott) kernels; --caffe-env OPENBLAS_CORETYPE=SkylakeX gives Caffe the AVX-512
-kernels this machine can run (the benchmark prints what Caffe's OpenBLAS chose). The
-netkit runs use the environment as given; the --caffe-env settings apply to Caffe only.
+kernels this machine can run (the benchmark prints what Caffe's OpenBLAS chose). Caffe can
+also run on Intel's MKL (Caffe's `BLAS := mkl` build), e.g. the libraries of PyPI's `mkl`
+wheel copied into the root's /opt/mkl:
+
+    --caffe-env LD_PRELOAD=/opt/mkl/libmkl_rt.so.3 --caffe-env LD_LIBRARY_PATH=/opt/mkl \
+    --caffe-env MKL_THREADING_LAYER=GNU
+
+The netkit runs use the environment as given; the --caffe-env settings apply to Caffe only.
 """
 import argparse
 import os
@@ -77,20 +83,21 @@ def main():
     args = ap.parse_args()
 
     ensure_mnist(args.model)
-    caffe_env = dict(os.environ, OPENBLAS_VERBOSE="2")
-    caffe_env.update(kv.split("=", 1) for kv in args.caffe_env)
+    settings = ["OPENBLAS_VERBOSE=2"] + args.caffe_env
+    caffe_env = dict(os.environ)
+    caffe_env.update(kv.split("=", 1) for kv in settings)
     timing = ["time", "-iterations", str(args.iterations)]
     netkit_cmd = [sys.executable, "-m", "netkit", "time", "-model",
                   os.path.relpath(os.path.abspath(args.model), ROOT)] + timing[1:]
     staged = None
     if args.caffe_root:
         staged, inside, rel = stage_for_chroot(args.caffe_root, args.model)
-        caffe_cmd = ["chroot", args.caffe_root, "sh", "-c", "cd %s && exec caffe %s"
-                     % (inside, " ".join(timing + ["-model", rel]))]
-        caffe_cwd = ROOT
+        # the settings apply inside the root (a preloaded library there is not on the host)
+        caffe_cmd = ["chroot", args.caffe_root, "env"] + settings + [
+            "sh", "-c", "cd %s && exec caffe %s" % (inside, " ".join(timing + ["-model", rel]))]
+        caffe_env = os.environ
     else:
         caffe_cmd = [args.caffe] + timing + ["-model", os.path.abspath(args.model)]
-        caffe_cwd = ROOT
     blas = ", ".join("%s=%s" % (v, os.environ[v]) for v in ("OPENBLAS_CORETYPE",
                                                               "OPENBLAS_L2_SIZE")
                      if v in os.environ) or "no OpenBLAS overrides"
@@ -102,9 +109,11 @@ def main():
         for k in range(args.rounds):
             ms, _ = average_ms(netkit_cmd, os.environ, ROOT, "netkit time")
             ours.append(ms)
-            ms, out = average_ms(caffe_cmd, caffe_env, caffe_cwd, "caffe time")
+            ms, out = average_ms(caffe_cmd, caffe_env, ROOT, "caffe time")
             theirs.append(ms)
-            core = CORE.search(out)
+            # (with a preloaded BLAS such as MKL, OpenBLAS still loads but computes nothing)
+            core = None if any(kv.startswith("LD_PRELOAD=") for kv in settings) \
+                else CORE.search(out)
             print("round %d: netkit %.2f ms, Caffe %.2f ms%s" % (
                 k + 1, ours[-1], theirs[-1],
                 " (Caffe's OpenBLAS core: %s)" % core.group(1) if core else ""), flush=True)
