@@ -80,6 +80,10 @@ def main():
                                                     "lenet_train_test.prototxt"))
     ap.add_argument("--iterations", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--force-backward", action="store_true",
+                    help="time a copy of the model with force_backward: true (for deploy "
+                         "nets: with no loss, caffe time skips every bottom gradient, "
+                         "netkit time computes them)")
     args = ap.parse_args()
 
     ensure_mnist(args.model)
@@ -87,22 +91,33 @@ def main():
     caffe_env = dict(os.environ)
     caffe_env.update(kv.split("=", 1) for kv in settings)
     timing = ["time", "-iterations", str(args.iterations)]
-    netkit_cmd = [sys.executable, "-m", "netkit", "time", "-model",
-                  os.path.relpath(os.path.abspath(args.model), ROOT)] + timing[1:]
+    model = os.path.relpath(os.path.abspath(args.model), ROOT)
+    forced = None
+    if args.force_backward:
+        with open(args.model) as f:
+            text = "force_backward: true\n" + f.read()
+        forced = tempfile.mkdtemp(prefix="netkit-bench-")
+        model = os.path.join(forced, os.path.basename(args.model))
+        with open(model, "w") as f:
+            f.write(text)
+    netkit_cmd = [sys.executable, "-m", "netkit", "time", "-model", model] + timing[1:]
     staged = None
     if args.caffe_root:
         staged, inside, rel = stage_for_chroot(args.caffe_root, args.model)
+        if forced:
+            shutil.copy(model, os.path.join(staged, rel))
         # the settings apply inside the root (a preloaded library there is not on the host)
         caffe_cmd = ["chroot", args.caffe_root, "env"] + settings + [
             "sh", "-c", "cd %s && exec caffe %s" % (inside, " ".join(timing + ["-model", rel]))]
         caffe_env = os.environ
     else:
-        caffe_cmd = [args.caffe] + timing + ["-model", os.path.abspath(args.model)]
+        caffe_cmd = [args.caffe] + timing + ["-model", os.path.abspath(model)]
     blas = ", ".join("%s=%s" % (v, os.environ[v]) for v in ("OPENBLAS_CORETYPE",
                                                               "OPENBLAS_L2_SIZE")
                      if v in os.environ) or "no OpenBLAS overrides"
-    print("model %s, %d iterations per run, %d rounds; netkit environment: %s; Caffe: %s"
-          % (os.path.relpath(args.model, ROOT), args.iterations, args.rounds, blas,
+    print("model %s%s, %d iterations per run, %d rounds; netkit environment: %s; Caffe: %s"
+          % (os.path.relpath(args.model, ROOT), " (force_backward)" if forced else "",
+             args.iterations, args.rounds, blas,
              " ".join(args.caffe_env) or "environment as given"), flush=True)
     ours, theirs = [], []
     try:
@@ -118,8 +133,9 @@ def main():
                 k + 1, ours[-1], theirs[-1],
                 " (Caffe's OpenBLAS core: %s)" % core.group(1) if core else ""), flush=True)
     finally:
-        if staged:
-            shutil.rmtree(staged, ignore_errors=True)
+        for folder in (staged, forced):
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
     a, b = statistics.median(ours), statistics.median(theirs)
     print("median Average Forward-Backward: netkit %.2f ms, BVLC Caffe %.2f ms, "
           "ratio netkit / Caffe %.2fx" % (a, b, a / b))
