@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def netkit(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "netkit.tools.cli"] + list(args), cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "netkit"] + list(args), cwd=cwd,
                           capture_output=True, text=True, timeout=300)
 
 
