@@ -39,6 +39,15 @@ def run_forward(layer, bottom, top):
     return [layer.backend.asnumpy(t.data) for t in top]
 
 
+def batches(layer, top, n):
+    """`n` forwards of a data layer (no bottoms); host copies of its tops after each."""
+    out = []
+    for _ in range(n):
+        layer.forward([], top)
+        out.append(tuple(layer.backend.asnumpy(t.data).copy() for t in top))
+    return out
+
+
 def fails(backend, text, *bottoms, match, num_tops=1, phase=TRAIN):
     """The layer `text`, set up on `bottoms` with `num_tops` tops, raises LayerSetupError
     matching `match`."""

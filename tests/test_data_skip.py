@@ -4,7 +4,7 @@ batches that n forwards would have left it to give, without making the skipped o
 import numpy as np
 import pytest
 
-from layertest import make_layer, tops
+from layertest import batches, make_layer, tops
 from test_data_layers import write_mean
 from netkit.data import datum as datum_module
 from netkit.data.datum import DatumBatchReader, array_to_datum, write_lmdb
@@ -47,15 +47,6 @@ def layer_from(text, backend, closing, phase=TRAIN, rank=(0, 1)):
     with solver_position(*rank):
         layer.setup([], top)
     return layer, top
-
-
-def batches(layer, top, n):
-    """`n` forwards; host copies of (data, labels) after each."""
-    out = []
-    for _ in range(n):
-        layer.forward([], top)
-        out.append(tuple(layer.backend.asnumpy(t.data).copy() for t in top))
-    return out
 
 
 def assert_skip_equals_forward(text, backend, closing, skips, after=4, **kwargs):

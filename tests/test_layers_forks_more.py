@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from layertest import blobs, check_gradient, forward_backward, make_layer, run_forward, tops
+from layertest import (batches, blobs, check_gradient, forward_backward, make_layer, run_forward,
+                       tops)
 from netkit import netkit_pb2 as pb
 from netkit.layer import TEST, TRAIN, LayerSetupError
 from netkit.solvers import SGDSolver
@@ -182,14 +183,6 @@ def data_layer(kind, text, root, source, backend, closing, transform="", phase=T
     top = tops(backend, 2)
     layer.setup([], top)
     return layer, top
-
-
-def batches(layer, top, n):
-    out = []
-    for _ in range(n):
-        layer.forward([], top)
-        out.append(tuple(layer.backend.asnumpy(t.data).copy() for t in top))
-    return out
 
 
 def find_window(crop, image):

@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import text_format
 
 import netkit
-from layertest import blobs, make_layer, run_forward, tops
+from layertest import batches, blobs, make_layer, run_forward, tops
 from netkit import netkit_pb2 as pb
 from netkit.data.prefetch import PrefetchError
 from netkit.errors import NetkitError
@@ -56,14 +56,6 @@ def seg_data(root, source, backend, closing, params="", transform="", phase=TRAI
     top = tops(backend, ntop)
     layer.setup([], top)
     return layer, top
-
-
-def batches(layer, top, n):
-    out = []
-    for _ in range(n):
-        layer.forward([], top)
-        out.append(tuple(layer.backend.asnumpy(t.data).copy() for t in top))
-    return out
 
 
 def fork_transform(image, label, crop=None, mean=(), scale=1.0, ignore=255, phase=TEST,

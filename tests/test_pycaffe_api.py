@@ -54,6 +54,16 @@ def small_deploy(batch=4, size=12, classes=5):
     return str(n.to_proto())
 
 
+def small_train_net():
+    """small_deploy (batch 2, 6x6) made trainable: DummyData labels and a SoftmaxWithLoss on
+    its scores (its Softmax renamed, no longer an output that matters)."""
+    return (small_deploy(batch=2, size=6).replace(
+        'layer {\n  name: "prob"', 'layer {\n  name: "unused_prob"') +
+        'layer { name: "label" type: "DummyData" top: "label" dummy_data_param { '
+        'shape { dim: 2 } } }\nlayer { name: "loss" type: "SoftmaxWithLoss" '
+        'bottom: "score" bottom: "label" top: "loss" }\n')
+
+
 def test_net_calls_pycaffe_scripts_make(tmp_path):
     path = tmp_path / "deploy.prototxt"
     path.write_text("force_backward: true\n" + small_deploy())
@@ -289,13 +299,8 @@ layer { name: "prob" type: "Softmax" bottom: "sum" top: "prob" }
 
 
 def test_solver_callbacks_lr_and_share_weights(tmp_path):
-    from netkit.data.datum import array_to_datum, write_lmdb  # noqa: F401
     net = tmp_path / "net.prototxt"
-    net.write_text(small_deploy(batch=2, size=6).replace(
-        'layer {\n  name: "prob"', 'layer {\n  name: "unused_prob"') +
-        'layer { name: "label" type: "DummyData" top: "label" dummy_data_param { '
-        'shape { dim: 2 } } }\nlayer { name: "loss" type: "SoftmaxWithLoss" '
-        'bottom: "score" bottom: "label" top: "loss" }\n')
+    net.write_text(small_train_net())
     solver_path = tmp_path / "solver.prototxt"
     solver_path.write_text('net: "%s" base_lr: 0.5 lr_policy: "step" gamma: 0.1 stepsize: 2 '
                            'max_iter: 4 display: 0 snapshot_prefix: "%s/s"' % (net, tmp_path))
@@ -448,11 +453,7 @@ def test_python_scripts_see_the_training_log_as_with_pycaffe(tmp_path):
     """pycaffe writes glog's INFO lines to stderr unless told otherwise; so does netkit
     when the script configured no logging; GLOG_minloglevel quiets it."""
     net = tmp_path / "net.prototxt"
-    net.write_text(small_deploy(batch=2, size=6).replace(
-        'layer {\n  name: "prob"', 'layer {\n  name: "unused_prob"') +
-        'layer { name: "label" type: "DummyData" top: "label" dummy_data_param { '
-        'shape { dim: 2 } } }\nlayer { name: "loss" type: "SoftmaxWithLoss" '
-        'bottom: "score" bottom: "label" top: "loss" }\n')
+    net.write_text(small_train_net())
     solver = tmp_path / "solver.prototxt"
     solver.write_text('net: "%s" base_lr: 0.1 lr_policy: "fixed" max_iter: 4 display: 2 '
                       'snapshot_after_train: false' % net)
