@@ -60,8 +60,8 @@ def stage_for_chroot(caffe_root, model):
     return work, "/" + os.path.relpath(work, caffe_root), rel
 
 
-def average_ms(cmd, env, cwd, label):
-    run = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE,
+def average_ms(cmd, label):
+    run = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, universal_newlines=True)
     match = AVERAGE.search(run.stdout)
     if run.returncode or not match:
@@ -87,9 +87,9 @@ def main():
     args = ap.parse_args()
 
     ensure_mnist(args.model)
+    # Caffe runs under `env SETTINGS`: inside the root when chrooted (a library preloaded
+    # there is not on the host)
     settings = ["OPENBLAS_VERBOSE=2"] + args.caffe_env
-    caffe_env = dict(os.environ)
-    caffe_env.update(kv.split("=", 1) for kv in settings)
     timing = ["time", "-iterations", str(args.iterations)]
     model = os.path.relpath(os.path.abspath(args.model), ROOT)
     forced = None
@@ -106,12 +106,10 @@ def main():
         staged, inside, rel = stage_for_chroot(args.caffe_root, args.model)
         if forced:
             shutil.copy(model, os.path.join(staged, rel))
-        # the settings apply inside the root (a preloaded library there is not on the host)
         caffe_cmd = ["chroot", args.caffe_root, "env"] + settings + [
             "sh", "-c", "cd %s && exec caffe %s" % (inside, " ".join(timing + ["-model", rel]))]
-        caffe_env = os.environ
     else:
-        caffe_cmd = [args.caffe] + timing + ["-model", os.path.abspath(model)]
+        caffe_cmd = ["env"] + settings + [args.caffe] + timing + ["-model", os.path.abspath(model)]
     blas = ", ".join("%s=%s" % (v, os.environ[v]) for v in ("OPENBLAS_CORETYPE",
                                                               "OPENBLAS_L2_SIZE")
                      if v in os.environ) or "no OpenBLAS overrides"
@@ -122,9 +120,9 @@ def main():
     ours, theirs = [], []
     try:
         for k in range(args.rounds):
-            ms, _ = average_ms(netkit_cmd, os.environ, ROOT, "netkit time")
+            ms, _ = average_ms(netkit_cmd, "netkit time")
             ours.append(ms)
-            ms, out = average_ms(caffe_cmd, caffe_env, ROOT, "caffe time")
+            ms, out = average_ms(caffe_cmd, "caffe time")
             theirs.append(ms)
             # (with a preloaded BLAS such as MKL, OpenBLAS still loads but computes nothing)
             core = None if any(kv.startswith("LD_PRELOAD=") for kv in settings) \
